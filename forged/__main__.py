@@ -1,0 +1,3 @@
+from forged.cli import main
+
+main()

@@ -1,0 +1,159 @@
+"""forge.v1.Jobs: submit, get, list, cancel, watch."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+from forge.v1 import jobs_pb2, jobs_pb2_grpc
+
+from forged.api.auth import Authenticator
+from forged.api.convert import job_to_pb, spec_to_dict
+from forged.api.errors import ApiError, streaming, unary
+from forged.models.resolve import ModelError, check_local
+from forged.queue.bus import EventBus
+from forged.queue.scheduler import Scheduler
+from forged.store.blobs import BlobStore
+from forged.store.jobs import PB_TO_STATE, QUEUED, JobRecord, JobStore
+from forged.store.users import Principal
+
+_WATCH_PAGE = 500
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class JobsService(jobs_pb2_grpc.JobsServicer):
+    def __init__(
+        self,
+        store: JobStore,
+        blobs: BlobStore,
+        bus: EventBus,
+        scheduler: Scheduler,
+        auth: Authenticator,
+        jobs_root: Path,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.bus = bus
+        self.scheduler = scheduler
+        self.auth = auth
+        self.jobs_root = jobs_root
+
+    def _owned(self, job_id: str, who: Principal) -> JobRecord:
+        if not job_id:
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "no job id given")
+        # Another user's job reads as missing, so ids do not leak across users.
+        return self.store.find(job_id, owner=None if who.admin else who.name)
+
+    def _pb(self, job: JobRecord) -> jobs_pb2.Job:
+        position = 0
+        if job.state == QUEUED:
+            order = self.store.queue_order()
+            position = order.index(job.id) + 1 if job.id in order else 0
+        return job_to_pb(job, position)
+
+    def _validate(self, spec: jobs_pb2.JobSpec, who: Principal) -> None:
+        if spec.WhichOneof("kind") != "train":
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT, "the job spec has no work in it (expected train)"
+            )
+        train = spec.train
+        if not train.train_data:
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT, "no training data: upload it and prepare it first"
+            )
+        for label, digest in (("training", train.train_data), ("validation", train.val_data)):
+            if digest and self.blobs.lookup(digest, None if who.admin else who.name) is None:
+                raise ApiError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{label} data {digest} is not an artifact of yours"
+                )
+        try:
+            if check_local(train.model or "tiny") is None and _hub_offline():
+                raise ApiError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"model {train.model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                    f"set: run `huggingface-cli download {train.model}` where there is network, or pass "
+                    "--model PATH",
+                )
+        except ModelError as exc:
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+
+    @unary
+    def Submit(self, request: jobs_pb2.SubmitJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
+        who = self.auth.principal(context)
+        request_id = request.request_id or str(uuid.uuid4())
+        if not _REQUEST_ID.match(request_id):
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "request_id must be 1-128 of [A-Za-z0-9._:-]")
+        self._validate(request.spec, who)
+        name = request.spec.name.strip()[:200] or (request.spec.train.goal.strip()[:60] or "fine-tune")
+        job, created = self.store.create(
+            owner=who.name,
+            request_id=request_id,
+            name=name,
+            priority=request.spec.priority,
+            spec=spec_to_dict(request.spec),
+            workspace_root=str(self.jobs_root),
+        )
+        if created:
+            self.bus.notify(job.id)
+            self.scheduler.poke()
+        return self._pb(job)
+
+    @unary
+    def Get(self, request: jobs_pb2.GetJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
+        return self._pb(self._owned(request.id, self.auth.principal(context)))
+
+    @unary
+    def List(
+        self, request: jobs_pb2.ListJobsRequest, context: grpc.ServicerContext
+    ) -> jobs_pb2.ListJobsResponse:
+        who = self.auth.principal(context)
+        if request.all_users and not who.admin:
+            raise ApiError(grpc.StatusCode.PERMISSION_DENIED, "only an admin can list every user's jobs")
+        owner = None if (who.admin and request.all_users) else who.name
+        if self.auth.mode == "none":
+            owner = None  # one person owns a per-user daemon, whatever name each client sends
+        states = [PB_TO_STATE[s] for s in request.states if s in PB_TO_STATE]
+        jobs = self.store.list(owner, states, limit=request.limit or 100)
+        order = {jid: i + 1 for i, jid in enumerate(self.store.queue_order())}
+        return jobs_pb2.ListJobsResponse(jobs=[job_to_pb(j, order.get(j.id, 0)) for j in jobs])
+
+    @unary
+    def Cancel(self, request: jobs_pb2.CancelJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
+        job = self._owned(request.id, self.auth.principal(context))
+        if job.terminal:
+            return self._pb(job)
+        job = self.store.request_cancel(job.id)
+        self.bus.notify(job.id)
+        self.scheduler.cancel(job.id)
+        self.scheduler.wait_idle(job.id, timeout=10.0)
+        return self._pb(self.store.get(job.id))
+
+    @streaming
+    def Watch(
+        self, request: jobs_pb2.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[jobs_pb2.JobEvent]:
+        job = self._owned(request.id, self.auth.principal(context))
+        last = request.after_seq
+        while context.is_active() and not self.bus.closed:
+            # Read the version before the job and its events, so a change in between wakes us at once.
+            version = self.bus.version(job.id)
+            terminal = self.store.get(job.id).terminal
+            events = self.store.events_after(job.id, last, limit=_WATCH_PAGE)
+            for ev in events:
+                yield ev
+                last = ev.seq
+            if len(events) == _WATCH_PAGE:
+                continue
+            if terminal or not request.follow:
+                return
+            # The timeout is the fallback for events written by another forged host on a shared database.
+            self.bus.wait(job.id, version, timeout=1.0)
+
+
+def _hub_offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")

@@ -1,0 +1,399 @@
+"""The offline brain's planner: safe, explainable training settings from dataset stats and user overrides.
+
+No network and no ML libraries: the plan comes from a few rules over `DatasetStats`, and every value in it
+carries a one-line human reason (forge.v1.PlanDecision), so the user can see why it was chosen and which
+values they set themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from forged.brain.ingest import DataError
+
+BRAIN = "offline"
+TINY_MODEL = "tiny"
+
+# TrainSpec's hyper-parameter fields, in the order a plan is shown.
+SPEC_FIELDS: tuple[str, ...] = (
+    "model",
+    "epochs",
+    "max_steps",
+    "micro_batch_size",
+    "grad_accum",
+    "learning_rate",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "max_seq_len",
+    "seed",
+    "checkpoint_every",
+    "eval_every",
+    "warmup_ratio",
+    "goal",
+)
+
+# TrainSpec fields that are not hyper-parameters: the daemon fills them, the planner leaves them alone.
+_NOT_PLANNED = frozenset({"train_data", "val_data", "export"})
+_ALIASES = {"batch_size": "micro_batch_size", "lr": "learning_rate", "rank": "lora_rank"}
+
+CHARS_PER_TOKEN = 3.5
+SEQ_LEN_MULTIPLE = 64
+SEQ_LEN_MIN, SEQ_LEN_MAX = 128, 2048
+MICRO_BATCH = 8
+
+# PRD "SmolLM produces NaN" fix, as adapted for LoRA: the PRD's 1e-5 barely moves a LoRA adapter, so the
+# cap is 1e-4 with rank 4.
+SMALL_MODEL_PARAMS = 500_000_000
+SMALL_MODEL_MAX_LR = 1e-4
+SMALL_MODEL_MAX_RANK = 4
+_SMALL_RULE = "PRD SmolLM stability rule"
+
+# Real models whose names carry no size, or round it across the 500M line (Qwen "0.5B" is 494M), matched
+# as name prefixes so "-instruct" variants count too.
+_KNOWN_PARAMS = {
+    "distilgpt2": 82_000_000,
+    "gpt2-medium": 355_000_000,
+    "gpt2-large": 774_000_000,
+    "gpt2-xl": 1_558_000_000,
+    "gpt2": 124_000_000,
+    "qwen2.5-0.5b": 494_000_000,
+    "qwen2-0.5b": 494_000_000,
+    "qwen1.5-0.5b": 464_000_000,
+}
+_SIZE_IN_NAME = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)([mb])(?![a-z0-9])")
+
+
+class PlanError(ValueError):
+    """An override the planner cannot use. str() is one line: what is wrong and what to give instead."""
+
+
+class StatsLike(Protocol):
+    """What the planner reads; satisfied by ingest.DatasetStats and by the forge.v1.DatasetStats message."""
+
+    @property
+    def train_examples(self) -> int: ...
+
+    @property
+    def val_examples(self) -> int: ...
+
+    @property
+    def chars_p95(self) -> int: ...
+
+    @property
+    def chars_max(self) -> int: ...
+
+
+class Decision(BaseModel):
+    """Mirrors forge.v1.PlanDecision."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    value: str
+    reason: str
+
+
+class Plan(BaseModel):
+    """Mirrors forge.v1.PlanResponse: spec holds TrainSpec's hyper-parameter fields by name."""
+
+    spec: dict[str, Any]
+    decisions: list[Decision]
+    brain: str = BRAIN
+
+    def decision(self, field: str) -> Decision:
+        return next(d for d in self.decisions if d.field == field)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: Callable[[Any], Any]
+    check: Callable[[Any], bool]
+    expect: str
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError("bool")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("fraction")
+        return int(value)
+    return int(value)
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError("bool")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError("not finite")
+    return result
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value.strip()
+
+
+_RULES: dict[str, _Rule] = {
+    "model": _Rule(_str, bool, "a model name, a local model directory or an HF repo id"),
+    "epochs": _Rule(_int, lambda v: 1 <= v <= 1000, "a whole number from 1 to 1000"),
+    "max_steps": _Rule(_int, lambda v: v >= 0, "a whole number ≥ 0 (0 runs the epochs)"),
+    "micro_batch_size": _Rule(_int, lambda v: 1 <= v <= 4096, "a whole number from 1 to 4096"),
+    "grad_accum": _Rule(_int, lambda v: 1 <= v <= 4096, "a whole number from 1 to 4096"),
+    "learning_rate": _Rule(_float, lambda v: 0 < v <= 1, "a number above 0 and at most 1, e.g. 2e-4"),
+    "lora_rank": _Rule(_int, lambda v: 1 <= v <= 1024, "a whole number from 1 to 1024, e.g. 16"),
+    "lora_alpha": _Rule(_int, lambda v: 1 <= v <= 4096, "a whole number from 1 to 4096, e.g. 32"),
+    "lora_dropout": _Rule(_float, lambda v: 0 <= v < 1, "a number from 0 up to (not including) 1"),
+    "max_seq_len": _Rule(_int, lambda v: 16 <= v <= 1_048_576, "a whole number of tokens, e.g. 512"),
+    "seed": _Rule(_int, lambda v: 0 <= v < 2**64, "a whole number ≥ 0"),
+    "checkpoint_every": _Rule(_int, lambda v: v >= 1, "a whole number of steps ≥ 1"),
+    "eval_every": _Rule(_int, lambda v: v >= 1, "a whole number of steps ≥ 1"),
+    "warmup_ratio": _Rule(_float, lambda v: 0 <= v < 1, "a fraction from 0 up to 1, e.g. 0.05"),
+    "goal": _Rule(_str, lambda v: True, "text"),
+}
+
+
+def plan(
+    goal: str,
+    stats: StatsLike | Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    model: str | None = None,
+) -> Plan:
+    """Choose every TrainSpec hyper-parameter, with a reason each; user overrides win except the
+    small-model safety clamp, which is applied last and reported."""
+    train_n = _stat(stats, "train_examples")
+    if train_n <= 0:
+        raise DataError(
+            "no training examples to plan for: the prepared data is empty; add examples with a prompt "
+            "and an answer and run prepare again"
+        )
+    val_n = _stat(stats, "val_examples")
+    chars_p95, chars_max = _stat(stats, "chars_p95"), _stat(stats, "chars_max")
+
+    user = _normalize_overrides(overrides or {})
+    if model and model.strip() and "model" not in user:
+        user["model"] = model.strip()
+
+    spec: dict[str, Any] = {}
+    reasons: dict[str, str] = {}
+
+    def choose(field: str, default: Any, reason: str) -> Any:
+        if field in user:
+            spec[field], reasons[field] = user[field], "set by you"
+        else:
+            spec[field], reasons[field] = default, reason
+        return spec[field]
+
+    # Model first: the learning rate and LoRA shape depend on it.
+    chosen_model = choose(
+        "model",
+        TINY_MODEL,
+        "no model given, so the built-in 'tiny' pipeline check: random weights that learn your data's "
+        "format and nothing else; name a real model for real use",
+    )
+    if chosen_model.lower() == TINY_MODEL:
+        chosen_model = spec["model"] = TINY_MODEL
+    tiny = chosen_model == TINY_MODEL
+
+    if train_n < 1000:
+        epochs_reason = f"{train_n} training examples is a small set, so each is seen 3 times"
+        default_epochs = 3
+    elif train_n < 10_000:
+        epochs_reason = f"{train_n} training examples: 2 passes learn them without memorising"
+        default_epochs = 2
+    else:
+        epochs_reason = f"{train_n} training examples is plenty for a single pass"
+        default_epochs = 1
+    epochs = choose("epochs", default_epochs, epochs_reason)
+    max_steps = choose("max_steps", 0, "no step limit: run the full epochs")
+
+    micro_default = min(MICRO_BATCH, train_n)
+    micro = choose(
+        "micro_batch_size",
+        micro_default,
+        f"{MICRO_BATCH} examples per step, a common LoRA start; lower it if the GPU runs out of memory"
+        if micro_default == MICRO_BATCH
+        else f"all {train_n} examples in one step",
+    )
+    target = 8 if train_n < 1000 else 16
+    # Never accumulate past the dataset: with 5 examples an effective batch of 16 would be one step.
+    accum_default = max(1, min(round(target / micro), train_n // micro))
+    grad_accum = choose(
+        "grad_accum",
+        accum_default,
+        f"effective batch {micro * accum_default} (micro {micro} × {accum_default}), aiming for ~{target}: "
+        + ("a small set needs many optimizer steps" if target == 8 else "steadier gradients on a larger set"),
+    )
+
+    if tiny:
+        choose(
+            "learning_rate",
+            1e-3,
+            "random weights need a high rate to visibly learn in minutes (pipeline check)",
+        )
+        choose("lora_dropout", 0.0, "no dropout: the pipeline check should fit the data quickly")
+    else:
+        choose("learning_rate", 2e-4, "the usual LoRA rate for instruction tuning")
+        choose("lora_dropout", 0.05, "light dropout against overfitting a small dataset")
+    choose("lora_rank", 16, "enough capacity for style and format changes at a small memory cost")
+    choose("lora_alpha", 32, "alpha = 2 × rank, the usual LoRA scaling")
+
+    tokens_p95 = chars_p95 / CHARS_PER_TOKEN
+    fitted = math.ceil(tokens_p95 / SEQ_LEN_MULTIPLE) * SEQ_LEN_MULTIPLE
+    seq_default = min(SEQ_LEN_MAX, max(SEQ_LEN_MIN, fitted))
+    seq_reason = (
+        f"95% of examples are under ~{math.ceil(tokens_p95)} tokens (chars/{CHARS_PER_TOKEN} estimate)"
+    )
+    if fitted > SEQ_LEN_MAX:
+        seq_reason += f"; capped at {SEQ_LEN_MAX} to keep memory predictable"
+    tokens_max = math.ceil(chars_max / CHARS_PER_TOKEN)
+    if tokens_max > seq_default:
+        seq_reason += f"; longer ones (up to ~{tokens_max} tokens) are truncated"
+    choose("max_seq_len", seq_default, seq_reason)
+
+    choose("seed", 42, "fixed seed, so a rerun gives the same result")
+
+    steps_per_epoch = math.ceil(train_n / (micro * grad_accum))
+    total_steps = max_steps if max_steps > 0 else steps_per_epoch * epochs
+    # Aim for ~10 over the run, but not so often on short runs that saving and evaluating dominate.
+    interval = max(5, round(total_steps / 10))
+    times = total_steps // interval
+    how_often = (
+        f"{times} {{}} over ~{total_steps} optimizer steps"
+        if times
+        else f"no {{}} at this interval: only ~{total_steps} optimizer steps, under the minimum interval of 5"
+    )
+    eval_note = "" if val_n > 0 else "; there is no validation split (fewer than 10 examples)"
+    choose("checkpoint_every", interval, how_often.format("checkpoints") + ", so a stop loses little work")
+    choose("eval_every", interval, how_often.format("validation passes") + eval_note)
+    choose(
+        "warmup_ratio", 0.05, "5% of steps ramp the learning rate up so the first updates do not overshoot"
+    )
+
+    spec["goal"] = goal.strip() or user.get("goal", "")
+    reasons["goal"] = (
+        "your goal, kept with the job; the offline brain does not read it to choose settings"
+        if spec["goal"]
+        else "no goal given"
+    )
+
+    if not tiny:
+        _apply_small_model_rule(chosen_model, spec, reasons, user)
+
+    decisions = [Decision(field=f, value=_show(spec[f]), reason=reasons[f]) for f in SPEC_FIELDS]
+    return Plan(spec={f: spec[f] for f in SPEC_FIELDS}, decisions=decisions)
+
+
+def _apply_small_model_rule(
+    model: str, spec: dict[str, Any], reasons: dict[str, str], user: Mapping[str, Any]
+) -> None:
+    """Last word on safety: applied after overrides too, and said so in the reason."""
+    params, source = estimate_params(model)
+    if params is None or params >= SMALL_MODEL_PARAMS:
+        return
+    why = (
+        f"{_SMALL_RULE}: {model} has ~{params / 1e6:.0f}M parameters ({source}), "
+        "and models under 500M diverge"
+    )
+    if spec["learning_rate"] > SMALL_MODEL_MAX_LR:
+        before = spec["learning_rate"]
+        spec["learning_rate"] = SMALL_MODEL_MAX_LR
+        who = f"set by you ({_show(before)}), " if "learning_rate" in user else ""
+        reasons["learning_rate"] = (
+            f"{who}capped at {_show(SMALL_MODEL_MAX_LR)} by the {why} at higher rates "
+            "(not the PRD's 1e-5, which is too slow for LoRA)"
+        )
+    if spec["lora_rank"] > SMALL_MODEL_MAX_RANK:
+        before = spec["lora_rank"]
+        spec["lora_rank"] = SMALL_MODEL_MAX_RANK
+        who = f"set by you ({before}), " if "lora_rank" in user else ""
+        reasons["lora_rank"] = f"{who}capped at {SMALL_MODEL_MAX_RANK} by the {why} with larger adapters"
+        if "lora_alpha" not in user:
+            # Keep alpha/rank at 2: a large scaling on a small adapter undoes the point of the cap.
+            spec["lora_alpha"] = 2 * SMALL_MODEL_MAX_RANK
+            reasons["lora_alpha"] = f"alpha = 2 × rank {SMALL_MODEL_MAX_RANK} ({_SMALL_RULE})"
+
+
+def estimate_params(model: str) -> tuple[int | None, str]:
+    """Rough parameter count of a real model and where it came from; (None, "") when unknown."""
+    directory = Path(model).expanduser()
+    config_path = directory / "config.json"
+    if directory.is_dir() and config_path.is_file():
+        count = _params_from_config(config_path)
+        if count is not None:
+            return count, "estimated from its config.json"
+    base = model.rstrip("/").rsplit("/", 1)[-1].lower()
+    for prefix, count in _KNOWN_PARAMS.items():
+        if base == prefix or base.startswith(prefix + "-"):
+            return count, "known model"
+    match = _SIZE_IN_NAME.search(base)
+    if match:
+        scale = 1e6 if match.group(2) == "m" else 1e9
+        return round(float(match.group(1)) * scale), "from its name"
+    return None, ""
+
+
+def _params_from_config(path: Path) -> int | None:
+    """Decoder-only transformer estimate from HF config.json: embeddings + attention + gated MLP."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+        cfg = cfg.get("text_config", cfg)
+        hidden = int(cfg["hidden_size"])
+        layers = int(cfg["num_hidden_layers"])
+        vocab = int(cfg["vocab_size"])
+        inter = int(cfg.get("intermediate_size") or 4 * hidden)
+        heads = int(cfg.get("num_attention_heads") or 1)
+        kv_heads = int(cfg.get("num_key_value_heads") or heads)
+        head_dim = int(cfg.get("head_dim") or hidden // heads)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
+    mlp = 3 * hidden * inter
+    embeddings = vocab * hidden * (1 if cfg.get("tie_word_embeddings", True) else 2)
+    return embeddings + layers * (attention + mlp)
+
+
+def _normalize_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    user: dict[str, Any] = {}
+    for raw_key, value in overrides.items():
+        key = _ALIASES.get(
+            raw_key.strip().lower().replace("-", "_"), raw_key.strip().lower().replace("-", "_")
+        )
+        if key in _NOT_PLANNED or value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        rule = _RULES.get(key)
+        if rule is None:
+            raise PlanError(f"unknown setting '{raw_key}': use one of {', '.join(SPEC_FIELDS)}")
+        try:
+            coerced = rule.kind(value)
+        except (TypeError, ValueError):
+            coerced = None
+        if coerced is None or not rule.check(coerced):
+            raise PlanError(f"{key} {value!r} is not valid: give {rule.expect}")
+        user[key] = coerced
+    return user
+
+
+def _stat(stats: StatsLike | Mapping[str, Any], field: str) -> int:
+    value = stats.get(field, 0) if isinstance(stats, Mapping) else getattr(stats, field, 0)
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        raise DataError(f"dataset stats field {field} is {value!r}, not a count: run prepare again") from None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

@@ -1,0 +1,124 @@
+"""`forged`: run the daemon, or administer its users."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from forge import defaults
+from pydantic import ValidationError
+
+from forged.config import ConfigError, DaemonConfig, default_listen
+
+
+def _fail(message: str) -> None:
+    click.echo(f"forged: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Database, artifacts, job workspaces, logs. [default: ~/.local/share/forge]",
+)
+@click.option(
+    "--listen",
+    default=None,
+    help="unix://PATH or tcp://HOST:PORT. [default: $XDG_RUNTIME_DIR/forge/forged.sock]",
+)
+@click.option("--db", "db_url", default=None, help="SQLAlchemy URL, e.g. postgresql://user@host/forge.")
+@click.option(
+    "--auth",
+    type=click.Choice(["none", "token"]),
+    default="none",
+    show_default=True,
+    help="token: every call needs a token from `forged token create` (shared GPU box).",
+)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--insecure-loopback", is_flag=True, help="Allow plain TCP on a loopback address.")
+@click.option("--max-jobs", default=1, show_default=True, help="Jobs that run at once.")
+@click.option("--log-level", default="info", show_default=True)
+@click.pass_context
+def main(
+    ctx: click.Context,
+    state_dir: Path | None,
+    listen: str | None,
+    db_url: str | None,
+    auth: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure_loopback: bool,
+    max_jobs: int,
+    log_level: str,
+) -> None:
+    """The Forge daemon: owns the GPU queue, the runners and every job's state."""
+    ctx.ensure_object(dict)
+    ctx.obj["state_dir"] = state_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    from forged import logs
+    from forged.daemon import Daemon
+
+    try:
+        config = DaemonConfig(
+            state_dir=(state_dir or defaults.state_dir()).expanduser().resolve(),
+            listen=listen or default_listen(state_dir.expanduser().resolve() if state_dir else None),
+            db_url=db_url,
+            auth=auth,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            insecure_loopback=insecure_loopback,
+            max_running_jobs=max_jobs,
+        )
+    except (ConfigError, ValidationError) as exc:
+        _fail(_first_error(exc))
+        return
+    logs.configure(config.state_dir / "forged.log", log_level)
+    try:
+        daemon = Daemon(config)
+        address = daemon.start()
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"forged listening on {address}", err=True)
+    daemon.serve_forever()
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return str(err.get("ctx", {}).get("error") or err["msg"])
+    return str(exc)
+
+
+@main.group()
+def token() -> None:
+    """Manage API tokens for shared-box mode."""
+
+
+@token.command("create")
+@click.argument("user")
+@click.option("--admin", is_flag=True, help="May see and cancel every user's jobs.")
+@click.option("--state-dir", "state_dir_opt", type=click.Path(path_type=Path), default=None)
+@click.option("--db", "db_url", default=None)
+@click.pass_context
+def token_create(
+    ctx: click.Context, user: str, admin: bool, state_dir_opt: Path | None, db_url: str | None
+) -> None:
+    """Create USER (or replace their token) and print the token as the last line."""
+    from forged.daemon import open_database
+    from forged.store.users import UserStore
+
+    state_dir = (state_dir_opt or ctx.obj.get("state_dir") or defaults.state_dir()).expanduser().resolve()
+    config = DaemonConfig(state_dir=state_dir, listen=default_listen(state_dir), db_url=db_url)
+    try:
+        token_value = UserStore(open_database(config)).create(user, admin=admin)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"token for {user}{' (admin)' if admin else ''}; it is shown only once:", err=True)
+    click.echo(token_value)

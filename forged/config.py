@@ -1,0 +1,83 @@
+"""forged's settings, validated once at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from forge import defaults
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class DaemonConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state_dir: Path
+    listen: str
+    db_url: str | None = None
+    auth: str = "none"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure_loopback: bool = False
+    socket_mode: int | None = None
+    max_running_jobs: int = 1
+    rpc_threads: int = 256
+    shutdown_grace: float = 60.0
+    max_upload_bytes: int = 20 << 30
+
+    @model_validator(mode="after")
+    def _check(self) -> DaemonConfig:
+        if self.auth not in ("none", "token"):
+            raise ConfigError(f"--auth {self.auth}: use none or token")
+        if self.listen.startswith("tcp://"):
+            host = self.listen[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
+            if self.tls_cert is None or self.tls_key is None:
+                if not self.insecure_loopback:
+                    raise ConfigError(
+                        "listening on TCP needs TLS (--tls-cert and --tls-key), or --insecure-loopback for a "
+                        "loopback-only address"
+                    )
+                if not _is_loopback(host):
+                    raise ConfigError(f"--insecure-loopback only allows loopback addresses, not {host}")
+            if self.auth == "none" and not _is_loopback(host):
+                raise ConfigError("a TCP address other than loopback needs --auth token")
+        elif not self.listen.startswith("unix:"):
+            raise ConfigError(f"--listen {self.listen}: use unix://PATH or tcp://HOST:PORT")
+        return self
+
+    @property
+    def socket_path(self) -> Path | None:
+        if not self.listen.startswith("unix:"):
+            return None
+        raw = self.listen.removeprefix("unix://").removeprefix("unix:")
+        return Path(raw).expanduser().resolve()
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.state_dir / 'forge.db'}"
+
+    @property
+    def effective_socket_mode(self) -> int:
+        if self.socket_mode is not None:
+            return self.socket_mode
+        # Per-user: only the owner. Shared box: the forge group connects, and tokens decide who is who.
+        return 0o600 if self.auth == "none" else 0o660
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_listen(state_dir: Path | None) -> str:
+    if state_dir is not None:
+        return f"unix://{state_dir / defaults.SOCKET_NAME}"
+    return defaults.default_address()

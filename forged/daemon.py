@@ -1,0 +1,145 @@
+"""The composition root: wires store, queue, executor and API together and runs them until told to stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import structlog
+
+from forged.api.artifacts import ArtifactsService
+from forged.api.auth import Authenticator
+from forged.api.brain import BrainService
+from forged.api.daemon import DaemonService
+from forged.api.hardware import HardwareService
+from forged.api.jobs import JobsService
+from forged.api.server import build_server
+from forged.config import ConfigError, DaemonConfig
+from forged.executors.local import LocalExecutor
+from forged.hardware.nvml import CachedProbe
+from forged.queue.bus import EventBus
+from forged.queue.scheduler import Scheduler
+from forged.store.blobs import BlobStore
+from forged.store.db import Database
+from forged.store.jobs import JobStore
+from forged.store.users import UserStore
+
+log = structlog.get_logger("forged")
+
+
+def open_database(config: DaemonConfig) -> Database:
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database(config.database_url)
+    db.migrate()
+    return db
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.db = open_database(config)
+        self.bus = EventBus()
+        self.store = JobStore(self.db)
+        self.blobs = BlobStore(config.state_dir / "blobs", self.db)
+        self.auth = Authenticator(config.auth, UserStore(self.db))
+        self.scheduler = Scheduler(
+            self.store, self.blobs, self.bus, LocalExecutor(), max_running=config.max_running_jobs
+        )
+        jobs_root = config.state_dir / "jobs"
+        jobs_root.mkdir(parents=True, exist_ok=True)
+        self.server, self.health = build_server(
+            self.auth,
+            JobsService(self.store, self.blobs, self.bus, self.scheduler, self.auth, jobs_root),
+            ArtifactsService(self.blobs, self.auth, config.max_upload_bytes),
+            HardwareService(CachedProbe(), self.auth),
+            BrainService(self.blobs, self.auth, config.state_dir / "scratch"),
+            DaemonService(self.store, self.auth, datetime.now(UTC), str(config.state_dir), self.db.dialect),
+            config.rpc_threads,
+        )
+        self._stopped = threading.Event()
+
+    def _bind(self) -> str:
+        sock = self.config.socket_path
+        if sock is not None:
+            sock.parent.mkdir(
+                parents=True, exist_ok=True, mode=0o700 if self.config.auth == "none" else 0o755
+            )
+            if sock.exists():
+                if _socket_in_use(sock):
+                    raise ConfigError(f"another forged is already listening on {sock}")
+                sock.unlink()
+            # Create the socket already private: chmod after bind would leave a window open to everyone.
+            old = os.umask(0o777 & ~self.config.effective_socket_mode)
+            try:
+                self.server.add_insecure_port(f"unix://{sock}")
+            finally:
+                os.umask(old)
+            return f"unix://{sock}"
+        hostport = self.config.listen[len("tcp://") :]
+        if self.config.tls_cert and self.config.tls_key:
+            creds = grpc.ssl_server_credentials(
+                [(self.config.tls_key.read_bytes(), self.config.tls_cert.read_bytes())]
+            )
+            port = self.server.add_secure_port(hostport, creds)
+        else:
+            port = self.server.add_insecure_port(hostport)
+        if port == 0:
+            raise ConfigError(f"cannot listen on {hostport}: address in use or not available")
+        return f"tcp://{hostport.rsplit(':', 1)[0]}:{port}"
+
+    def start(self) -> str:
+        recovered = self.scheduler.recover()
+        address = self._bind()
+        self.server.start()
+        self.scheduler.start()
+        self.scheduler.poke()
+        log.info(
+            "forged_started",
+            address=address,
+            pid=os.getpid(),
+            auth=self.config.auth,
+            database=self.db.dialect,
+            recovered_jobs=recovered,
+            state_dir=str(self.config.state_dir),
+        )
+        return address
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("forged_stopping")
+        self.health.enter_graceful_shutdown()
+        self.scheduler.stop(self.config.shutdown_grace)
+        self.bus.close()
+        self.server.stop(grace=2).wait()
+        sock = self.config.socket_path
+        if sock is not None:
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()
+        self.db.dispose()
+        log.info("forged_stopped")
+
+    def serve_forever(self) -> None:
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        self.stop()
+
+
+def _socket_in_use(path: Path) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False

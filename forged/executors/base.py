@@ -1,0 +1,49 @@
+"""What forged needs from anything that can run the trainer: a process today, a container next."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+# Runner exit status meaning "stopped on request after writing a checkpoint" (EX_TEMPFAIL).
+EXIT_PREEMPTED = 75
+EXIT_BAD_INPUT = 2
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    job_id: str
+    workspace: Path
+    spec_path: Path
+
+
+class RunHandle(Protocol):
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def pid_started(self) -> float | None: ...
+
+    def lines(self) -> Iterator[str]:
+        """The runner's output, stdout and stderr merged, line by line until it exits."""
+        ...
+
+    def wait(self) -> int:
+        """Exit status; a negative number is the signal that killed it."""
+        ...
+
+    def terminate(self) -> None:
+        """Ask for a checkpoint and a clean stop (the runner exits 75)."""
+        ...
+
+    def kill(self) -> None:
+        """Stop now; no checkpoint."""
+        ...
+
+
+class Executor(Protocol):
+    name: str
+
+    def start(self, request: RunRequest) -> RunHandle: ...

@@ -1,0 +1,133 @@
+"""The queue: starts queued jobs as capacity frees up, recovers unfinished jobs, drains on shutdown."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import structlog
+
+from forged.executors.base import Executor
+from forged.executors.local import stop_stale_process
+from forged.queue.bus import EventBus
+from forged.queue.supervisor import Supervisor
+from forged.store import jobs as J
+from forged.store.blobs import BlobStore
+from forged.store.jobs import JobStore
+
+log = structlog.get_logger("forged.scheduler")
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: JobStore,
+        blobs: BlobStore,
+        bus: EventBus,
+        executor: Executor,
+        max_running: int = 1,
+        stale_grace: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.bus = bus
+        self.executor = executor
+        self.max_running = max_running
+        self.stale_grace = stale_grace
+        self.host = socket.gethostname()
+        self._active: dict[str, Supervisor] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def recover(self) -> int:
+        """Put every job a previous forged left running back in the queue; returns how many."""
+        recovered = 0
+        for job in self.store.running():
+            current = job.attempts[-1] if job.attempts else None
+            on_this_host = current is not None and current.pid and current.host == self.host
+            if on_this_host and stop_stale_process(current.pid, current.pid_started, self.stale_grace):
+                log.info("stale_runner_stopped", job=job.id, pid=current.pid)
+            if job.cancel_requested:
+                self.store.finish_attempt(job.id, "cancelled", "cancelled while forged was down", J.CANCELLED)
+            else:
+                self.store.finish_attempt(
+                    job.id, "interrupted", "forged restarted; resumes from the last checkpoint", J.QUEUED
+                )
+            self.bus.notify(job.id)
+            recovered += 1
+        if recovered:
+            log.info("jobs_recovered", count=recovered)
+        return recovered
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            sup = self._active.get(job_id)
+        if sup is not None:
+            sup.cancel()
+        self.poke()
+
+    def wait_idle(self, job_id: str, timeout: float) -> None:
+        with self._lock:
+            sup = self._active.get(job_id)
+        if sup is not None:
+            sup.thread.join(timeout)
+
+    def active_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._active)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                self._fill()
+            except Exception:
+                log.exception("scheduler_error")
+
+    def _fill(self) -> None:
+        with self._lock:
+            for job_id in [j for j, s in self._active.items() if not s.thread.is_alive()]:
+                del self._active[job_id]
+            free = self.max_running - len(self._active)
+        if free <= 0:
+            return
+        for job_id in self.store.queue_order():
+            if free <= 0 or self._stopping.is_set():
+                break
+            job = self.store.claim(job_id, self.host)
+            if job is None:
+                continue
+            self.bus.notify(job_id)
+            sup = Supervisor(job, self.store, self.blobs, self.bus, self.executor, on_done=self.poke)
+            with self._lock:
+                self._active[job_id] = sup
+            sup.thread.start()
+            free -= 1
+            log.info("job_started", job=job_id, owner=job.owner)
+
+    def stop(self, grace: float) -> None:
+        """Checkpoint running jobs and put them back in the queue, then stop scheduling."""
+        self._stopping.set()
+        self._wake.set()
+        with self._lock:
+            active = list(self._active.values())
+        for sup in active:
+            sup.preempt()
+        for sup in active:
+            sup.thread.join(grace)
+            if sup.thread.is_alive():
+                log.warning("runner_did_not_stop_in_time", job=sup.job.id)
+                sup.kill()
+                sup.thread.join(10)
+        self._thread.join(5)

@@ -1,0 +1,236 @@
+"""Supervises one attempt of one job: workspace, model, runner process, events, outcome."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from forge.v1 import jobs_pb2
+from google.protobuf import json_format
+
+from forged.executors.base import EXIT_BAD_INPUT, EXIT_PREEMPTED, Executor, RunHandle, RunRequest
+from forged.models.resolve import ModelError, resolve
+from forged.queue.bus import EventBus
+from forged.store import jobs as J
+from forged.store.blobs import BlobStore
+from forged.store.jobs import JobRecord, JobStore
+
+log = structlog.get_logger("forged.supervisor")
+
+_EVENT_KEYS = frozenset(f.name for f in jobs_pb2.JobEvent.DESCRIPTOR.oneofs_by_name["payload"].fields)
+_HPARAMS = (
+    "epochs",
+    "max_steps",
+    "micro_batch_size",
+    "grad_accum",
+    "learning_rate",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "max_seq_len",
+    "seed",
+    "checkpoint_every",
+    "eval_every",
+    "warmup_ratio",
+)
+
+
+def parse_runner_line(line: str) -> jobs_pb2.JobEvent:
+    """A protocol line becomes its event; anything else the runner prints becomes a log event."""
+    stripped = line.strip()
+    if stripped.startswith("{"):
+        try:
+            obj = json.loads(stripped)
+            if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in _EVENT_KEYS:
+                return json_format.ParseDict(obj, jobs_pb2.JobEvent(), ignore_unknown_fields=True)
+        except (ValueError, json_format.ParseError):
+            pass
+    return jobs_pb2.JobEvent(log=jobs_pb2.LogEvent(level="info", message=line, source="runner"))
+
+
+def latest_checkpoint_step(checkpoints: Path) -> int:
+    steps = [
+        int(p.name.split("-", 1)[1])
+        for p in checkpoints.glob("step-*")
+        if (p / "COMPLETE").exists() and p.name.split("-", 1)[1].isdigit()
+    ]
+    return max(steps, default=0)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        job: JobRecord,
+        store: JobStore,
+        blobs: BlobStore,
+        bus: EventBus,
+        executor: Executor,
+        on_done: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.on_done = on_done
+        self.job = job
+        self.store = store
+        self.blobs = blobs
+        self.bus = bus
+        self.executor = executor
+        self.workspace = Path(job.workspace)
+        self._handle: RunHandle | None = None
+        self._lock = threading.Lock()
+        self._stop_reason: str | None = None  # "cancel" or "shutdown"
+        self._last_error = ""
+        self.thread = threading.Thread(target=self._run, name=f"job-{job.id}", daemon=True)
+
+    # -- control from other threads ----------------------------------------------------------------
+    def cancel(self) -> None:
+        with self._lock:
+            self._stop_reason = "cancel"
+            if self._handle is not None:
+                self._handle.kill()
+
+    def preempt(self) -> None:
+        """Daemon shutdown: ask the runner to checkpoint; the job goes back to the queue."""
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = "shutdown"
+            if self._handle is not None:
+                self._handle.terminate()
+
+    def kill(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.kill()
+
+    # -- the attempt ---------------------------------------------------------------------------------
+    def emit(self, event: jobs_pb2.JobEvent) -> None:
+        if event.WhichOneof("payload") == "error":
+            self._last_error = event.error.message + (f" ({event.error.hint})" if event.error.hint else "")
+        self.store.append_event(self.job.id, event)
+        self.bus.notify(self.job.id)
+
+    def daemon_log(self, message: str, level: str = "info") -> None:
+        self.emit(jobs_pb2.JobEvent(log=jobs_pb2.LogEvent(level=level, message=message, source="daemon")))
+
+    def _finish(self, outcome: str, reason: str, to: str, error: str | None = None) -> None:
+        self.store.finish_attempt(self.job.id, outcome, reason, to, error)
+        self.bus.notify(self.job.id)
+        log.info("attempt_finished", job=self.job.id, outcome=outcome, state=to, reason=reason)
+
+    def _run(self) -> None:
+        try:
+            self._attempt()
+        except Exception as exc:  # a job must never take the daemon down with it
+            log.exception("supervisor_crashed", job=self.job.id)
+            self.emit(
+                jobs_pb2.JobEvent(
+                    error=jobs_pb2.ErrorEvent(
+                        code="internal",
+                        message=f"forged failed while supervising this job: {exc}",
+                        hint="this is a bug in forged; the daemon log has the traceback",
+                    )
+                )
+            )
+            self._finish("failed", "internal error", J.FAILED, error=str(exc))
+        finally:
+            self.on_done()
+
+    def _attempt(self) -> None:
+        spec = self.job.spec.get("train", {})
+        try:
+            model = resolve(spec.get("model", "tiny"), self.daemon_log)
+        except ModelError as exc:
+            self.emit(jobs_pb2.JobEvent(error=jobs_pb2.ErrorEvent(code="model", message=str(exc))))
+            self._finish("failed", "model unavailable", J.FAILED, error=str(exc))
+            return
+        spec_path = self._write_runner_spec(spec, model.to_runner())
+        resumed = latest_checkpoint_step(self.workspace / "checkpoints")
+        if resumed:
+            self.daemon_log(f"resuming from the checkpoint at step {resumed}")
+        with self._lock:
+            if self._stop_reason is not None:
+                self._conclude(None)
+                return
+            self._handle = self.executor.start(RunRequest(self.job.id, self.workspace, spec_path))
+        handle = self._handle
+        self.store.set_attempt_process(self.job.id, handle.pid or 0, handle.pid_started or 0.0, resumed)
+        log.info("runner_started", job=self.job.id, pid=handle.pid, resumed_from=resumed)
+        with (self.workspace / "runner.log").open("a", encoding="utf-8") as raw:
+            for line in handle.lines():
+                raw.write(line + "\n")
+                if line.strip():
+                    self.emit(parse_runner_line(line))
+        self._conclude(handle.wait())
+
+    def _conclude(self, code: int | None) -> None:
+        job = self.store.get(self.job.id)
+        if self._stop_reason == "cancel" or job.cancel_requested:
+            self._finish("cancelled", "cancelled by user", J.CANCELLED)
+        elif self._stop_reason == "shutdown":
+            self._finish("interrupted", "forged is shutting down; resumes from the last checkpoint", J.QUEUED)
+        elif code == 0 and "adapter" in job.artifacts:
+            self._finish("succeeded", "training finished", J.SUCCEEDED)
+        elif code == EXIT_PREEMPTED:
+            self._finish("interrupted", "the runner was stopped; resumes from the last checkpoint", J.QUEUED)
+        else:
+            if not self._last_error:
+                self.emit(
+                    jobs_pb2.JobEvent(
+                        error=jobs_pb2.ErrorEvent(
+                            code="crashed",
+                            message=self._describe_exit(code),
+                            hint=f"the full runner output is in {self.workspace / 'runner.log'}",
+                        )
+                    )
+                )
+            outcome = "rejected" if code == EXIT_BAD_INPUT else "failed"
+            self._finish(outcome, self._last_error, J.FAILED, error=self._last_error)
+
+    @staticmethod
+    def _describe_exit(code: int | None) -> str:
+        if code is None:
+            return "the runner did not start"
+        if code < 0:
+            return f"the runner was killed by {signal.Signals(-code).name}"
+        if code == 0:
+            return "the runner exited without producing an adapter"
+        return f"the runner exited with status {code}"
+
+    def _write_runner_spec(self, spec: dict[str, Any], model: dict[str, str]) -> Path:
+        data = self.workspace / "data"
+        for sub in (data, self.workspace / "checkpoints", self.workspace / "output"):
+            sub.mkdir(parents=True, exist_ok=True)
+        files: dict[str, str | None] = {}
+        for key, digest in (("train_file", spec.get("train_data")), ("val_file", spec.get("val_data"))):
+            if not digest:
+                files[key] = None
+                continue
+            dst = data / ("train.jsonl" if key == "train_file" else "val.jsonl")
+            if not dst.exists():
+                _link_or_copy(self.blobs.path(digest), dst)
+            files[key] = str(dst)
+        runner_spec = {
+            "job_id": self.job.id,
+            "model": model,
+            **files,
+            "output_dir": str(self.workspace / "output"),
+            "checkpoint_dir": str(self.workspace / "checkpoints"),
+            "hparams": {k: spec[k] for k in _HPARAMS if k in spec},
+        }
+        path = self.workspace / "runner_spec.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(runner_spec, indent=2))
+        os.replace(tmp, path)
+        return path
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)

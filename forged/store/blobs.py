@@ -1,0 +1,88 @@
+"""Content-addressed blob storage on disk (sha256), with ownership recorded in the database."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from forged.store.db import Database
+from forged.store.models import Artifact, ArtifactOwner
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class BlobError(ValueError):
+    pass
+
+
+class BlobStore:
+    def __init__(self, root: Path, db: Database) -> None:
+        self.root = root
+        self.db = db
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        if not _DIGEST.match(digest):
+            raise BlobError(f"malformed artifact digest {digest!r}: expected sha256:<64 hex digits>")
+        hexd = digest.split(":", 1)[1]
+        return self.root / "sha256" / hexd[:2] / hexd
+
+    def put_stream(self, chunks: Iterable[bytes], owner: str, name: str, max_size: int) -> tuple[str, int]:
+        """Write chunks to a temp file, hash as we go, then rename into place: never a half-written blob."""
+        h = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > max_size:
+                        raise BlobError(f"upload exceeds the {max_size // 2**20} MiB limit")
+                    h.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            digest = "sha256:" + h.hexdigest()
+            final = self.path(digest)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._record(digest, size, owner, name)
+        return digest, size
+
+    def put_file(self, src: Path, owner: str, name: str) -> tuple[str, int]:
+        with src.open("rb") as f:
+            return self.put_stream(iter(lambda: f.read(1 << 20), b""), owner, name, max_size=1 << 62)
+
+    def _record(self, digest: str, size: int, owner: str, name: str) -> None:
+        with self.db.write() as s:
+            if s.get(Artifact, digest) is None:
+                s.add(Artifact(digest=digest, size=size, created_at=datetime.now(UTC)))
+                s.flush()
+            link = s.get(ArtifactOwner, (digest, owner))
+            if link is None:
+                s.add(ArtifactOwner(digest=digest, owner=owner, name=name))
+            else:
+                link.name = name
+
+    def lookup(self, digest: str, owner: str | None) -> tuple[int, str] | None:
+        """(size, name) if the blob exists and `owner` may read it (None: any owner, for admins)."""
+        self.path(digest)  # validates the form
+        with self.db.read() as s:
+            art = s.get(Artifact, digest)
+            if art is None:
+                return None
+            q = select(ArtifactOwner).where(ArtifactOwner.digest == digest)
+            if owner is not None:
+                q = q.where(ArtifactOwner.owner == owner)
+            link = s.scalars(q).first()
+            return (art.size, link.name) if link else None

@@ -1,0 +1,100 @@
+"""`python -m runner_image run --spec SPEC.json`: the trainer forged starts (see docs/runner-protocol.md).
+
+Also `python -m runner_image build-tiny --out DIR`, which writes the built-in tiny model as an ordinary
+Hugging Face directory (for export and tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+import warnings
+
+from runner_image import events
+from runner_image.errors import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_OK, RunnerError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runner_image", description="Forge's trainer.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train as described by a runner spec; events go to stdout as JSON lines")
+    run.add_argument("--spec", required=True, help="path to the runner spec JSON")
+    tiny = sub.add_parser("build-tiny", help="save the built-in tiny model and tokenizer as an HF directory")
+    tiny.add_argument("--out", required=True, help="directory to write")
+    return parser
+
+
+def _quiet_libraries() -> None:
+    # Library chatter on stderr becomes log events in forged; keep it to what a user could act on.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _run(spec_path: str) -> int:
+    from runner_image import lifeline, signals
+    from runner_image.spec import load_spec
+
+    stop = signals.StopFlag()
+    # Installed before the heavy imports so that an early SIGTERM is not a hard kill either, and before
+    # binding to the parent, whose death (or absence) arrives as SIGTERM too.
+    signals.install(stop)
+    lifeline.bind_to_parent()
+    spec = load_spec(spec_path)
+    _quiet_libraries()
+    from runner_image.train import run
+
+    return run(spec, stop)
+
+
+def _build_tiny(out: str) -> int:
+    _quiet_libraries()
+    from runner_image.tiny import PIPELINE_CHECK_WARNING, save_tiny
+
+    events.log(PIPELINE_CHECK_WARNING, level="warning")
+    path = save_tiny(out)
+    events.artifact("tiny", str(path))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The runner never talks to the Hugging Face Hub: models come from local directories (or are built), and a
+    # lookup without network can hang on DNS. Set before anything imports huggingface_hub.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:
+        # argparse already printed usage to stderr; still say why on the event stream.
+        if e.code not in (0, None):
+            events.error(
+                "bad_arguments", "invalid command line", hint="python -m runner_image run --spec FILE"
+            )
+            return EXIT_BAD_INPUT
+        return EXIT_OK
+    try:
+        if args.command == "run":
+            return _run(args.spec)
+        return _build_tiny(args.out)
+    except RunnerError as e:
+        events.error(e.code, e.message, e.hint)
+        return e.exit_code
+    except Exception as e:
+        tb = traceback.format_exc()
+        events.log(tb, level="error")
+        if type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+            events.error("out_of_memory", str(e), hint="lower micro_batch_size or max_seq_len")
+        else:
+            events.error(
+                "internal", f"{type(e).__name__}: {e}", hint="this is a bug in the runner; see the log"
+            )
+        return EXIT_CRASH
+
+
+if __name__ == "__main__":
+    sys.exit(main())

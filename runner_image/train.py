@@ -1,0 +1,370 @@
+"""The training recipe: a RunnerSpec in, a LoRA adapter out.
+
+Deliberately flat (in the spirit of torchtune's recipes): `run` reads top to bottom as set up, resume, train,
+save. Exact resume is a design constraint throughout: everything that influences the weights (data order,
+RNG, optimizer, schedule) is either a pure function of (seed, epoch, step) or saved in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from runner_image import checkpoint, events
+from runner_image.data import IGNORE_INDEX, Example, collate, ensure_pad_token, epoch_order, load_dataset
+from runner_image.data import micro_batches as split_micro_batches
+from runner_image.errors import EXIT_CRASH, EXIT_OK, EXIT_PREEMPTED, RunnerError
+from runner_image.signals import StopFlag
+from runner_image.spec import ModelRef, RunnerSpec
+from runner_image.tiny import PIPELINE_CHECK_WARNING, build_tiny_model, load_tiny_tokenizer
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MAX_GRAD_NORM = 1.0
+TINY_NAME = "forge-tiny"
+
+
+def pick_device() -> tuple[torch.device, torch.dtype | None]:
+    """The device and the autocast dtype (None: plain fp32)."""
+    if torch.cuda.is_available():
+        # bf16 autocast needs Ampere or newer; older GPUs train in fp32 rather than risk fp16 overflow.
+        amp = torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else None
+        return torch.device("cuda"), amp
+    return torch.device("cpu"), None
+
+
+def load_base(
+    ref: ModelRef, amp_dtype: torch.dtype | None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, bool]:
+    """The base model and its tokenizer (with a pad token distinct from EOS); also whether the vocab grew."""
+    if ref.kind == "tiny":
+        events.log(PIPELINE_CHECK_WARNING, level="warning")
+        tokenizer = load_tiny_tokenizer()
+        ensure_pad_token(tokenizer)
+        model: PreTrainedModel = build_tiny_model(tokenizer)
+        return model, tokenizer, ensure_pad_token(tokenizer, model)
+    assert ref.path is not None
+    if not Path(ref.path).is_dir():
+        raise RunnerError("bad_model", f"model directory {ref.path} does not exist")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref.path, local_files_only=True)
+        # Base weights in bf16 when we autocast to bf16 anyway: half the memory; LoRA weights stay fp32.
+        model = AutoModelForCausalLM.from_pretrained(
+            ref.path, local_files_only=True, dtype=amp_dtype or torch.float32
+        )
+    except (OSError, ValueError) as e:
+        raise RunnerError("bad_model", f"cannot load a causal LM from {ref.path}: {e}") from e
+    if not tokenizer.chat_template:
+        raise RunnerError(
+            "no_chat_template",
+            f"the tokenizer in {ref.path} has no chat template, so chat data cannot be rendered",
+            hint="use an instruct/chat model, or add a chat_template to its tokenizer_config.json",
+        )
+    return model, tokenizer, ensure_pad_token(tokenizer, model)
+
+
+@contextmanager
+def logits_only_at(model: PeftModel, positions: torch.Tensor) -> Iterator[None]:
+    """Run the LM head only on the hidden states at `positions` (a [batch, seq] bool mask).
+
+    The head is the biggest matmul in a small model (hidden x vocab per token) and most positions (prompt,
+    padding) have no label, so projecting only the trained positions is roughly 2x faster on CPU and avoids a
+    [batch, seq, vocab] logits tensor. The model then returns logits of shape [n_positions, vocab].
+    """
+    head = model.get_output_embeddings()
+
+    def select(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (args[0][positions], *args[1:])
+
+    handle = head.register_forward_pre_hook(select)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def forward_loss(
+    model: PeftModel, batch: dict[str, torch.Tensor], device: torch.device, amp_dtype: torch.dtype | None
+) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the trained tokens of one micro-batch, and how many tokens that is."""
+    input_ids = batch["input_ids"].to(device)
+    labels = batch["labels"].to(device)
+    attention_mask = batch["attention_mask"].to(device)
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    # The hidden state at position t predicts token t+1.
+    positions = F.pad(keep, (0, 1), value=False)
+    with (
+        logits_only_at(model, positions),
+        torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None),
+    ):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    n = int(keep.sum())
+    if logits.dim() != 2 or logits.shape[0] != n:
+        raise RuntimeError(f"unexpected logits shape {tuple(logits.shape)} for {n} trained positions")
+    return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), n
+
+
+@torch.no_grad()
+def evaluate(
+    model: PeftModel,
+    examples: list[Example],
+    micro_batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> float:
+    """Mean loss per trained token over the whole set (token-weighted, so batch boundaries do not matter)."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), micro_batch_size):
+        loss_sum, n = forward_loss(
+            model, collate(examples[i : i + micro_batch_size], pad_id), device, amp_dtype
+        )
+        total += loss_sum.item()
+        count += n
+    model.train()
+    return total / max(count, 1)
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier for the learning rate of optimizer step `step + 1`: linear warmup, then cosine to zero."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(spec: RunnerSpec) -> str:
+    """What a checkpoint must agree with to be resumed from: everything that shapes the weights."""
+    hp = spec.hparams.model_dump(exclude={"checkpoint_every", "eval_every"})
+    ident = {
+        "model": spec.model.model_dump(),
+        "hparams": hp,
+        "train": _sha256(spec.train_file),
+        "val": _sha256(spec.val_file) if spec.val_file else None,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _write_json(path: Path, obj: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run(spec: RunnerSpec, stop: StopFlag) -> int:
+    hp = spec.hparams
+
+    # --- set up -------------------------------------------------------------------------------------------
+    device, amp_dtype = pick_device()
+    events.log(f"device {device.type}, {'bf16 autocast' if amp_dtype else 'fp32'}, job {spec.job_id}")
+    model, tokenizer, vocab_grew = load_base(spec.model, amp_dtype)
+    pad_id = int(tokenizer.pad_token_id)
+
+    train_set = load_dataset(spec.train_file, tokenizer, hp.max_seq_len, "train")
+    val_set = load_dataset(spec.val_file, tokenizer, hp.max_seq_len, "val") if spec.val_file else None
+    for note in train_set.notes + (val_set.notes if val_set else []):
+        events.log(note, level="warning")
+    train = train_set.examples
+    events.log(
+        f"train: {len(train)} examples, {sum(e.trained_tokens for e in train)} trained tokens"
+        + (f"; val: {len(val_set.examples)} examples" if val_set else "")
+    )
+
+    torch.manual_seed(hp.seed)
+    random.seed(hp.seed)
+    lora = LoraConfig(
+        r=hp.lora_rank,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules=LORA_TARGETS,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        model = get_peft_model(model.to(device), lora)
+    except ValueError as e:
+        raise RunnerError("bad_model", f"cannot attach LoRA to this model: {e}") from e
+    model.peft_config["default"].base_model_name_or_path = (
+        TINY_NAME if spec.model.kind == "tiny" else spec.model.path
+    )
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=hp.learning_rate, weight_decay=0.0)
+
+    n_batches = math.ceil(len(train) / hp.micro_batch_size)
+    steps_per_epoch = math.ceil(n_batches / hp.grad_accum)
+    total_steps = hp.max_steps if hp.max_steps > 0 else hp.epochs * steps_per_epoch
+    warmup_steps = round(hp.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_factor, warmup_steps=warmup_steps, total_steps=total_steps)
+    )
+    events.log(
+        f"{total_steps} optimizer steps ({steps_per_epoch} per epoch), micro-batch {hp.micro_batch_size}, "
+        f"grad accum {hp.grad_accum}, {sum(p.numel() for p in trainable)} trainable LoRA parameters"
+    )
+
+    # --- resume --------------------------------------------------------------------------------------------
+    ckpt_dir = Path(spec.checkpoint_dir)
+    removed = checkpoint.remove_incomplete(ckpt_dir)
+    if removed:
+        events.log(f"removed incomplete checkpoints: {', '.join(sorted(removed))}", level="warning")
+    fp = fingerprint(spec)
+    pos = checkpoint.Position(fingerprint=fp)
+    saved_step: int | None = None
+    last_eval_step: int | None = None
+    latest = checkpoint.latest(ckpt_dir)
+    if latest is not None:
+        if checkpoint.read_position(latest).fingerprint != fp:
+            raise RunnerError(
+                "checkpoint_mismatch",
+                f"{latest} was written for a different model, data or hyperparameters",
+                hint=f"delete {ckpt_dir} to start over",
+            )
+        pos = checkpoint.load(latest, model, optimizer, scheduler, device)
+        saved_step = pos.step
+        events.log(f"resumed from checkpoint step {pos.step}")
+
+    def save_checkpoint() -> None:
+        nonlocal saved_step
+        if saved_step == pos.step:
+            return
+        path = checkpoint.save(ckpt_dir, model, optimizer, scheduler, pos)
+        saved_step = pos.step
+        events.checkpoint(pos.step, str(path))
+
+    def run_eval() -> None:
+        nonlocal last_eval_step
+        assert val_set is not None
+        val_loss = evaluate(model, val_set.examples, hp.micro_batch_size, pad_id, device, amp_dtype)
+        if pos.first_val_loss is None:
+            pos.first_val_loss = val_loss
+        pos.final_val_loss = val_loss
+        last_eval_step = pos.step
+        events.evaluation(pos.step, val_loss)
+
+    if val_set is not None and pos.step == 0:
+        run_eval()
+
+    # --- train ---------------------------------------------------------------------------------------------
+    loop_start, steps_here = time.monotonic(), 0
+    train_seconds, train_tokens = 0.0, 0
+    while pos.step < total_steps:
+        batches = split_micro_batches(epoch_order(len(train), hp.seed, pos.epoch), hp.micro_batch_size)
+        while pos.batch < len(batches) and pos.step < total_steps:
+            if stop.requested:
+                save_checkpoint()
+                events.log(f"stopped by SIGTERM at step {pos.step}; the next start resumes from there")
+                return EXIT_PREEMPTED
+            step_start = time.monotonic()
+            window = [
+                collate([train[i] for i in mb], pad_id)
+                for mb in batches[pos.batch : pos.batch + hp.grad_accum]
+            ]
+            # Normalise by the trained tokens of the whole accumulation window, so every token weighs the same
+            # however the examples fall into micro-batches.
+            window_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in window)
+            loss_total, tokens = 0.0, 0
+            for batch in window:
+                loss_sum, _ = forward_loss(model, batch, device, amp_dtype)
+                if not torch.isfinite(loss_sum):
+                    raise _nan_error(pos.step + 1, "loss")
+                (loss_sum / window_targets).backward()
+                loss_total += loss_sum.item()
+                tokens += int(batch["attention_mask"].sum())
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM))
+            if not math.isfinite(grad_norm):
+                raise _nan_error(pos.step + 1, "gradient norm")
+            learning_rate = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            pos.step += 1
+            pos.batch += len(window)
+            loss = loss_total / window_targets
+            if pos.first_loss is None:
+                pos.first_loss = loss
+            pos.final_loss = loss
+            steps_here += 1
+            now = time.monotonic()
+            train_seconds += now - step_start
+            train_tokens += tokens
+            events.step(
+                step=pos.step,
+                total_steps=total_steps,
+                loss=loss,
+                learning_rate=learning_rate,
+                tokens_per_second=tokens / max(now - step_start, 1e-9),
+                eta_seconds=(now - loop_start) / steps_here * (total_steps - pos.step),
+                epoch=pos.epoch + pos.batch / len(batches),
+                grad_norm=grad_norm,
+            )
+            if val_set is not None and hp.eval_every and pos.step % hp.eval_every == 0:
+                run_eval()
+            if hp.checkpoint_every and pos.step % hp.checkpoint_every == 0:
+                save_checkpoint()
+        if pos.batch >= len(batches):
+            pos.epoch += 1
+            pos.batch = 0
+
+    # --- save ----------------------------------------------------------------------------------------------
+    if val_set is not None and last_eval_step != pos.step:
+        run_eval()
+    out_dir = Path(spec.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    adapter_dir = out_dir / "adapter"
+    tmp = out_dir / "adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    # The embeddings only belong in the adapter if we had to grow the vocabulary for a pad token.
+    model.save_pretrained(str(tmp), save_embedding_layers=vocab_grew)
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    os.replace(tmp, adapter_dir)
+    _write_json(
+        out_dir / "metrics.json",
+        {
+            "first_loss": pos.first_loss,
+            "final_loss": pos.final_loss,
+            "first_val_loss": pos.first_val_loss,
+            "final_val_loss": pos.final_val_loss,
+            "steps": pos.step,
+            "total_steps": total_steps,
+            # This attempt only: a resumed run does not know how fast the earlier attempts were.
+            "tokens_per_second": train_tokens / train_seconds if train_seconds > 0 else None,
+            "base_model": TINY_NAME if spec.model.kind == "tiny" else spec.model.path,
+        },
+    )
+    events.artifact("adapter", str(adapter_dir))
+    return EXIT_OK
+
+
+def _nan_error(step: int, what: str) -> RunnerError:
+    return RunnerError(
+        "nan_loss",
+        f"{what} became NaN or infinite at step {step}",
+        hint="lower the learning rate",
+        exit_code=EXIT_CRASH,
+    )

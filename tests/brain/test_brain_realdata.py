@@ -1,0 +1,110 @@
+"""prepare() over real public datasets nobody here shaped. Needs FORGE_REALDATA=/path/to/shared/datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forged.brain.ingest import DataError, PreparedData, prepare
+from forged.brain.planner import plan
+
+
+@pytest.fixture(scope="module")
+def realdata() -> Path:
+    root = os.environ.get("FORGE_REALDATA")
+    if not root:
+        pytest.skip("FORGE_REALDATA is unset: point it at the shared datasets folder to run real-data checks")
+    path = Path(root)
+    if not path.is_dir():
+        pytest.fail(f"FORGE_REALDATA={root} is not a directory")
+    return path
+
+
+def one(realdata: Path, pattern: str) -> Path:
+    matches = sorted(realdata.glob(pattern))
+    assert matches, f"no file matches {pattern} under {realdata}"
+    return matches[0]
+
+
+def read_split(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def check_sane(result: PreparedData) -> list[dict[str, Any]]:
+    stats = result.stats
+    assert stats.train_examples > 0
+    assert stats.rows_in == stats.train_examples + stats.val_examples + stats.dropped
+    assert stats.dropped == sum(stats.dropped_reasons.values())
+    assert 0 < stats.chars_p50 <= stats.chars_p95 <= stats.chars_max
+    train, val = read_split(result.train_data), read_split(result.val_data)
+    assert (len(train), len(val)) == (stats.train_examples, stats.val_examples)
+    for record in train + val:
+        messages = record["messages"]
+        roles = [m["role"] for m in messages]
+        assert set(roles) <= {"system", "user", "assistant"}
+        assert "user" in roles and roles[-1] == "assistant"
+        assert all(isinstance(m["content"], str) and m["content"].strip() for m in messages)
+    # The planner accepts whatever prepare produced.
+    spec = plan("test", stats, {}, None).spec
+    assert 128 <= spec["max_seq_len"] <= 2048
+    return train + val
+
+
+def test_alpaca_one_line_array(realdata: Path, tmp_path: Path) -> None:
+    src = one(realdata, "alpaca/alpaca_5000.json")
+    result = prepare(src, src.name, tmp_path, seed=1)
+    records = check_sane(result)
+    stats = result.stats
+    assert (stats.source_format, stats.layout, stats.rows_in) == ("json", "instruction/input/output", 5000)
+    assert stats.dropped_reasons == {"empty response": 2}
+    assert stats.val_examples == 500
+    # Placeholder inputs ("No input", "<no input>", "N/A", ...) never reach the prompt.
+    prompts = [r["messages"][0]["content"] for r in records]
+    assert not any(
+        p.lower().endswith(("\n\nno input", "\n\n<no input>", "\n\nn/a", "\n\nnoinput")) for p in prompts
+    )
+
+
+def test_dolly_jsonl(realdata: Path, tmp_path: Path) -> None:
+    src = one(realdata, "dolly15k_sample/*.jsonl")
+    result = prepare(src, src.name, tmp_path, seed=1)
+    check_sane(result)
+    assert (result.stats.layout, result.stats.source_format) == ("instruction/context/response", "jsonl")
+    assert result.stats.train_examples + result.stats.val_examples == 12
+
+
+def test_openai_toy_chat_flaws_dropped(realdata: Path, tmp_path: Path) -> None:
+    src = one(realdata, "openai_toy_chat_messages/*.jsonl")
+    result = prepare(src, src.name, tmp_path, seed=1)
+    check_sane(result)
+    stats = result.stats
+    assert stats.layout == "messages"
+    # One record has no user turn; one answer is "Eat a banana!" repeated to 26 KB.
+    assert stats.dropped_reasons == {"no user turn": 1, "repetitive response": 1}
+    assert stats.chars_max < 1000
+
+
+def test_glaive_toolcall_sharegpt(realdata: Path, tmp_path: Path) -> None:
+    src = one(realdata, "llamafactory_glaive_toolcall_en/*.json")
+    result = prepare(src, src.name, tmp_path, seed=1)
+    check_sane(result)
+    stats = result.stats
+    assert (stats.layout, stats.source_format, stats.rows_in) == ("conversations", "json", 300)
+    # Tool-call conversations wait for the tools slice; plain chats are kept.
+    assert stats.dropped_reasons == {"unsupported role 'function_call'": 153}
+    assert stats.train_examples + stats.val_examples == 147
+
+
+def test_customer_support_tickets_has_no_layout(realdata: Path, tmp_path: Path) -> None:
+    src = one(realdata, "customer_support_tickets/customer_support_tickets.csv")
+    with pytest.raises(DataError) as info:
+        prepare(src, src.name, tmp_path, seed=1)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("no known column layout in customer_support_tickets.csv (columns: Ticket ID,")
+    assert "rename columns to prompt/response" in message
+    assert not (tmp_path / "train.jsonl").exists()
