@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -35,7 +36,12 @@ TINY_NOTE = (
 
 def console(stderr: bool = False) -> Console:
     # No highlighting: numbers and paths in our own lines should not be recoloured by guesswork.
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    con = Console(stderr=stderr, highlight=False)
+    if not con.is_terminal:
+        # Pipes and CI logs: a line per line (no wrapping at a made-up 80 columns), tables as wide as needed.
+        width = None if os.environ.get("COLUMNS") else 200
+        con = Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    return con
 
 
 def emit_json(obj: Any) -> None:

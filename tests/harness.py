@@ -31,7 +31,7 @@ EXAMPLE_CSV = REPO / "examples" / "customer_support.csv"
 TERMINAL = {jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED}
 
 
-def test_env(**extra: str) -> dict[str, str]:
+def forge_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     for key in ("FORGE_DAEMON", "FORGE_TOKEN"):
@@ -48,7 +48,7 @@ class Forged:
         self.sock_dir = Path(tempfile.mkdtemp(prefix="fg-"))
         self.address = f"unix://{self.sock_dir / 'forged.sock'}"
         self.args = list(args)
-        self.env = env or test_env()
+        self.env = env or forge_env()
         self.proc: subprocess.Popen[bytes] | None = None
         self._channel: grpc.Channel | None = None
         self.metadata: tuple[tuple[str, str], ...] = ()

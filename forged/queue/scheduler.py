@@ -111,8 +111,9 @@ class Scheduler:
             self.bus.notify(job_id)
             sup = Supervisor(job, self.store, self.blobs, self.bus, self.executor, on_done=self.poke)
             with self._lock:
+                # Started under the lock: others treat a registered supervisor's thread as joinable.
                 self._active[job_id] = sup
-            sup.thread.start()
+                sup.thread.start()
             free -= 1
             log.info("job_started", job=job_id, owner=job.owner)
 

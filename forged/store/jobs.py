@@ -235,7 +235,9 @@ class JobStore:
             self._transition(s, job_id, to, reason, error)
         return self.get(job_id)
 
-    def _transition(self, s: Session, job_id: str, to: str, reason: str, error: str | None) -> None:
+    def _transition(
+        self, s: Session, job_id: str, to: str, reason: str, error: str | None = None
+    ) -> None:
         job = s.get(Job, job_id)
         if job is None:
             raise JobNotFound(job_id)

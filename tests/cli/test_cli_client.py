@@ -154,11 +154,3 @@ def test_data_file_checks(tmp_path: Path) -> None:
         assert info.value.exit_code == EXIT_USAGE
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_data_file(tmp_path: Path) -> None:
-    secret = tmp_path / "secret.csv"
-    secret.write_text("a,b\n")
-    secret.chmod(0)
-    with pytest.raises(ForgeError) as info:
-        check_data_file(str(secret))
-    assert "not readable" in info.value.message

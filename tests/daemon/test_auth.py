@@ -11,13 +11,13 @@ import grpc
 import pytest
 from forge.v1 import daemon_pb2, jobs_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from harness import EXAMPLE_CSV, Forged, test_env
+from harness import EXAMPLE_CSV, Forged, forge_env
 
 
 def create_token(state: Path, user: str, *flags: str) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "forged", "token", "create", user, "--state-dir", str(state), *flags],
-        env=test_env(),
+        env=forge_env(),
         capture_output=True,
         text=True,
         check=True,
@@ -98,7 +98,7 @@ def test_tcp_needs_tls_unless_loopback_is_explicitly_allowed(tmp_path: Path) -> 
     def forged(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "forged", "--state-dir", str(tmp_path / "s"), *args],
-            env=test_env(),
+            env=forge_env(),
             capture_output=True,
             text=True,
             timeout=30,
@@ -153,7 +153,7 @@ def test_tls_listener_serves_a_client_that_trusts_its_certificate(tmp_path: Path
             "--tls-key",
             str(key),
         ],
-        env=test_env(),
+        env=forge_env(),
         stderr=subprocess.DEVNULL,
     )
     try:

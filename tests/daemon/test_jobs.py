@@ -71,13 +71,15 @@ def test_cancel_stops_a_running_job_and_its_process_group(forged: Forged) -> Non
     ]
     assert runner_pids, "the runner runs as its own process"
 
+    # A queued job is cancelled at once, without ever running (the first job still holds the slot).
+    assert forged.jobs.Cancel(S.CancelJobRequest(id=queued.id), timeout=10).state == S.JOB_STATE_CANCELLED
+    assert [a.outcome for a in forged.get(queued.id).attempts] == []
+
     cancelled = forged.jobs.Cancel(S.CancelJobRequest(id=job.id), timeout=30)
 
     assert cancelled.state == S.JOB_STATE_CANCELLED
     assert not [p for p in runner_pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-    # The queued job is cancelled at once, without ever running.
-    assert forged.jobs.Cancel(S.CancelJobRequest(id=queued.id), timeout=10).state == S.JOB_STATE_CANCELLED
-    assert [a.outcome for a in forged.get(queued.id).attempts] == []
+    assert forged.get(queued.id).state == S.JOB_STATE_CANCELLED, "a cancelled job never starts later"
 
 
 def test_bad_requests_get_clear_statuses_and_the_daemon_stays_up(forged: Forged) -> None:
