@@ -44,7 +44,7 @@ class Daemon:
         self.config = config
         self.db = open_database(config)
         self.bus = EventBus()
-        self.store = JobStore(self.db)
+        self.store = JobStore(self.db, publish=self.bus.publish)
         self.blobs = BlobStore(config.state_dir / "blobs", self.db)
         self.auth = Authenticator(config.auth, UserStore(self.db))
         self.scheduler = Scheduler(

@@ -17,7 +17,7 @@ from forged.models.resolve import ModelError, check_local
 from forged.queue.bus import EventBus
 from forged.queue.scheduler import Scheduler
 from forged.store.blobs import BlobStore
-from forged.store.jobs import PB_TO_STATE, QUEUED, JobRecord, JobStore
+from forged.store.jobs import PB_TO_STATE, JobRecord, JobStore
 from forged.store.users import Principal
 
 _WATCH_PAGE = 500
@@ -48,11 +48,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         return self.store.find(job_id, owner=None if who.admin else who.name)
 
     def _pb(self, job: JobRecord) -> jobs_pb2.Job:
-        position = 0
-        if job.state == QUEUED:
-            order = self.store.queue_order()
-            position = order.index(job.id) + 1 if job.id in order else 0
-        return job_to_pb(job, position)
+        return job_to_pb(job, self.store.queue_position(job))
 
     def _validate(self, spec: jobs_pb2.JobSpec, who: Principal) -> None:
         if spec.WhichOneof("kind") != "train":
@@ -137,11 +133,15 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
     ) -> Iterator[jobs_pb2.JobEvent]:
         job = self._owned(request.id, self.auth.principal(context))
         last = request.after_seq
+        from_db = True  # the first read always checks the record
         while context.is_active() and not self.bus.closed:
-            # Read the version before the job and its events, so a change in between wakes us at once.
-            version = self.bus.version(job.id)
-            terminal = self.store.get(job.id).terminal
-            events = self.store.events_after(job.id, last, limit=_WATCH_PAGE)
+            snap = self.bus.snapshot(job.id, last)
+            if snap.events is None or from_db:
+                # Read the job before its events: a job seen terminal has no events after these.
+                terminal = self.store.get(job.id).terminal
+                events = self.store.events_after(job.id, last, limit=_WATCH_PAGE)
+            else:
+                terminal, events = snap.terminal, snap.events
             for ev in events:
                 yield ev
                 last = ev.seq
@@ -149,8 +149,9 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                 continue
             if terminal or not request.follow:
                 return
-            # The timeout is the fallback for events written by another forged host on a shared database.
-            self.bus.wait(job.id, version, timeout=1.0)
+            # Woken by a new version: the bus has it. Woken by the timeout: look at the database, which
+            # also sees events another forged wrote to a shared database.
+            from_db = self.bus.wait(job.id, snap.version, timeout=1.0) == snap.version
 
 
 def _hub_offline() -> bool:

@@ -77,12 +77,15 @@ class BlobStore:
     def lookup(self, digest: str, owner: str | None) -> tuple[int, str] | None:
         """(size, name) if the blob exists and `owner` may read it (None: any owner, for admins)."""
         self.path(digest)  # validates the form
-        with self.db.read() as s:
-            art = s.get(Artifact, digest)
-            if art is None:
-                return None
-            q = select(ArtifactOwner).where(ArtifactOwner.digest == digest)
-            if owner is not None:
-                q = q.where(ArtifactOwner.owner == owner)
-            link = s.scalars(q).first()
-            return (art.size, link.name) if link else None
+        arts, links = Artifact.__table__.c, ArtifactOwner.__table__.c
+        q = (
+            select(arts.size, links.name)
+            .join_from(Artifact.__table__, ArtifactOwner.__table__, arts.digest == links.digest)
+            .where(arts.digest == digest)
+            .limit(1)
+        )
+        if owner is not None:
+            q = q.where(links.owner == owner)
+        with self.db.connect() as c:
+            row = c.execute(q).first()
+        return (int(row.size), str(row.name)) if row is not None else None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from forge.v1 import jobs_pb2
 from google.protobuf import json_format
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -91,7 +93,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _record(job: Job, attempts: list[Attempt]) -> JobRecord:
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: None) -> None: ...
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes (stored as UTC); PostgreSQL aware ones. Records are always aware.
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _record(job: Any, attempts: list[Any]) -> JobRecord:
+    """From ORM objects or Core rows alike: both expose the columns as attributes."""
     return JobRecord(
         id=job.id,
         owner=job.owner,
@@ -106,14 +118,14 @@ def _record(job: Job, attempts: list[Attempt]) -> JobRecord:
         workspace=job.workspace,
         last_seq=job.last_seq,
         cancel_requested=job.cancel_requested,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
+        created_at=_utc(job.created_at),
+        started_at=_utc(job.started_at),
+        finished_at=_utc(job.finished_at),
         attempts=[
             AttemptRecord(
                 a.number,
-                a.started_at,
-                a.ended_at,
+                _utc(a.started_at),
+                _utc(a.ended_at),
                 a.outcome,
                 a.reason,
                 a.resumed_from_step,
@@ -126,80 +138,115 @@ def _record(job: Job, attempts: list[Attempt]) -> JobRecord:
     )
 
 
+_JOBS = Job.__table__
+_ATTEMPTS = Attempt.__table__
+_EVENTS = Event.__table__
+
+
 class JobStore:
-    def __init__(self, db: Database) -> None:
+    """Jobs in the database. `publish` hears every event once it is committed (the event bus).
+
+    The hot paths (submit, get, list) use SQLAlchemy Core: the ORM's unit of work costs several times
+    more per call, and those calls are what every client and watcher waits on.
+    """
+
+    def __init__(
+        self, db: Database, publish: Callable[[list[jobs_pb2.JobEvent]], None] | None = None
+    ) -> None:
         self.db = db
+        self.publish = publish
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self.db.write(after_commit=self._publish) as s:
+            s.info["events"] = []
+            yield s
+
+    def _publish(self, s: Session) -> None:
+        self._announce(s.info["events"])
+
+    def _announce(self, events: list[jobs_pb2.JobEvent]) -> None:
+        # Called once the transaction has committed: only now may watchers see its events.
+        if self.publish is not None and events:
+            self.publish(events)
 
     # -- creation and lookup -------------------------------------------------------------------------
     def create(
         self, owner: str, request_id: str, name: str, priority: int, spec: dict[str, Any], workspace_root: str
     ) -> tuple[JobRecord, bool]:
-        """Insert a queued job; a repeated (owner, request_id) returns the first job instead."""
-        existing = self._by_request(owner, request_id)
-        if existing is not None:
-            return existing, False
+        """Insert a queued job; a repeated (owner, request_id) returns the first job instead.
+
+        Insert first and look only on a conflict: retries are rare, and the unique index decides races.
+        """
         job_id = new_job_id()
+        now = _now()
+        record = JobRecord(
+            id=job_id,
+            owner=owner,
+            request_id=request_id,
+            name=name,
+            state=QUEUED,
+            priority=priority,
+            spec=spec,
+            metrics={},
+            artifacts={},
+            error="",
+            workspace=f"{workspace_root}/{job_id}",
+            last_seq=1,
+            cancel_requested=False,
+            created_at=now,
+            started_at=None,
+            finished_at=None,
+        )
+        event = jobs_pb2.JobEvent(
+            job_id=job_id,
+            seq=1,
+            state=jobs_pb2.StateEvent(state=jobs_pb2.JOB_STATE_QUEUED, reason="submitted"),
+        )
+        event.time.FromDatetime(now)
+        row = {k: v for k, v in vars(record).items() if k != "attempts"}
         try:
-            with self.db.write() as s:
-                job = Job(
-                    id=job_id,
-                    owner=owner,
-                    request_id=request_id,
-                    name=name,
-                    state=QUEUED,
-                    priority=priority,
-                    spec=spec,
-                    metrics={},
-                    artifacts={},
-                    error="",
-                    workspace=f"{workspace_root}/{job_id}",
-                    last_seq=0,
-                    cancel_requested=False,
-                    created_at=_now(),
-                )
-                s.add(job)
-                s.flush()
-                self._append(
-                    s,
-                    job_id,
-                    jobs_pb2.JobEvent(
-                        state=jobs_pb2.StateEvent(state=jobs_pb2.JOB_STATE_QUEUED, reason="submitted")
-                    ),
-                )
+            with self.db.write_core(after_commit=lambda: self._announce([event])) as c:
+                c.execute(insert(_JOBS).values(**row))
+                c.execute(insert(_EVENTS).values(**_event_row(event, now)))
         except IntegrityError:
-            # Two retries of one submit raced; the loser returns the winner's job.
+            # A retry of a submit that already landed (or raced it): return the first job.
             existing = self._by_request(owner, request_id)
             if existing is None:
                 raise
             return existing, False
-        return self.get(job_id), True
+        return record, True
 
     def _by_request(self, owner: str, request_id: str) -> JobRecord | None:
-        with self.db.read() as s:
-            job = s.scalar(select(Job).where(Job.owner == owner, Job.request_id == request_id))
-            return None if job is None else self._load(s, job)
+        with self.db.connect() as s:
+            row = s.execute(
+                select(_JOBS).where(_JOBS.c.owner == owner, _JOBS.c.request_id == request_id)
+            ).first()
+            return None if row is None else self._load(s, row)
 
-    def _load(self, s: Session, job: Job) -> JobRecord:
-        attempts = list(s.scalars(select(Attempt).where(Attempt.job_id == job.id)))
+    def _load(self, s: Connection, job: Any) -> JobRecord:
+        attempts = list(s.execute(select(_ATTEMPTS).where(_ATTEMPTS.c.job_id == job.id)))
         return _record(job, attempts)
 
     def get(self, job_id: str) -> JobRecord:
-        with self.db.read() as s:
-            job = s.get(Job, job_id)
-            if job is None:
+        with self.db.connect() as s:
+            row = s.execute(select(_JOBS).where(_JOBS.c.id == job_id)).first()
+            if row is None:
                 raise JobNotFound(job_id)
-            return self._load(s, job)
+            return self._load(s, row)
 
     def find(self, id_or_prefix: str, owner: str | None) -> JobRecord:
         """Exact id, or a unique prefix like docker's; `owner` None means any owner (admins)."""
-        with self.db.read() as s:
-            q = select(Job).where(Job.id.startswith(id_or_prefix, autoescape=True)).limit(2)
-            if owner is not None:
-                q = q.where(Job.owner == owner)
-            exact = s.get(Job, id_or_prefix)
-            if exact is not None and (owner is None or exact.owner == owner):
+        mine = (_JOBS.c.owner == owner) if owner is not None else and_(True)
+        with self.db.connect() as s:
+            exact = s.execute(select(_JOBS).where(_JOBS.c.id == id_or_prefix, mine)).first()
+            if exact is not None:
                 return self._load(s, exact)
-            found = list(s.scalars(q))
+            found = list(
+                s.execute(
+                    select(_JOBS).where(_JOBS.c.id.startswith(id_or_prefix, autoescape=True), mine).limit(2)
+                )
+            )
             if not found:
                 raise JobNotFound(id_or_prefix)
             if len(found) > 1:
@@ -207,13 +254,18 @@ class JobStore:
             return self._load(s, found[0])
 
     def list(self, owner: str | None, states: list[str] | None = None, limit: int = 100) -> list[JobRecord]:
-        with self.db.read() as s:
-            q = select(Job).order_by(Job.created_at.desc()).limit(limit)
+        with self.db.connect() as s:
+            q = select(_JOBS).order_by(_JOBS.c.created_at.desc()).limit(limit)
             if owner is not None:
-                q = q.where(Job.owner == owner)
+                q = q.where(_JOBS.c.owner == owner)
             if states:
-                q = q.where(Job.state.in_(states))
-            return [self._load(s, j) for j in s.scalars(q)]
+                q = q.where(_JOBS.c.state.in_(states))
+            jobs = list(s.execute(q))
+            attempts: dict[str, list[Any]] = {j.id: [] for j in jobs}
+            if jobs:
+                for a in s.execute(select(_ATTEMPTS).where(_ATTEMPTS.c.job_id.in_(list(attempts)))):
+                    attempts[a.job_id].append(a)
+            return [_record(j, attempts[j.id]) for j in jobs]
 
     def counts(self) -> dict[str, int]:
         with self.db.read() as s:
@@ -229,15 +281,29 @@ class JobStore:
             )
             return list(s.scalars(q))
 
+    def queue_position(self, job: JobRecord) -> int:
+        """1 for the next job to run; 0 when the job is not queued."""
+        if job.state != QUEUED:
+            return 0
+        c = _JOBS.c
+        ahead = or_(
+            c.priority > job.priority,
+            and_(
+                c.priority == job.priority,
+                or_(c.created_at < job.created_at, and_(c.created_at == job.created_at, c.id < job.id)),
+            ),
+        )
+        with self.db.connect() as s:
+            ahead_count = s.scalar(select(func.count()).select_from(_JOBS).where(c.state == QUEUED, ahead))
+        return int(ahead_count or 0) + 1
+
     # -- state machine -----------------------------------------------------------------------------
     def transition(self, job_id: str, to: str, reason: str, error: str | None = None) -> JobRecord:
-        with self.db.write() as s:
+        with self._write() as s:
             self._transition(s, job_id, to, reason, error)
         return self.get(job_id)
 
-    def _transition(
-        self, s: Session, job_id: str, to: str, reason: str, error: str | None = None
-    ) -> None:
+    def _transition(self, s: Session, job_id: str, to: str, reason: str, error: str | None = None) -> None:
         job = s.get(Job, job_id)
         if job is None:
             raise JobNotFound(job_id)
@@ -262,7 +328,7 @@ class JobStore:
 
     def claim(self, job_id: str, host: str) -> JobRecord | None:
         """queued -> running with a new attempt row; None if someone else got there first."""
-        with self.db.write() as s:
+        with self._write() as s:
             # FOR UPDATE is a no-op on SQLite (forged's write lock serialises) and a row lock on PostgreSQL.
             job = s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
             if job is None or job.state != QUEUED:
@@ -274,7 +340,7 @@ class JobStore:
         return self.get(job_id)
 
     def set_attempt_process(self, job_id: str, pid: int, pid_started: float, resumed_from_step: int) -> None:
-        with self.db.write() as s:
+        with self._write() as s:
             a = self._current_attempt(s, job_id)
             a.pid, a.pid_started, a.resumed_from_step = pid, pid_started, resumed_from_step
 
@@ -282,7 +348,7 @@ class JobStore:
         self, job_id: str, outcome: str, reason: str, to: str, error: str | None = None
     ) -> JobRecord:
         """Close the running attempt and move the job on, in one transaction."""
-        with self.db.write() as s:
+        with self._write() as s:
             a = self._current_attempt(s, job_id)
             a.outcome, a.reason, a.ended_at = outcome, reason, _now()
             self._transition(s, job_id, to, reason, error)
@@ -299,7 +365,7 @@ class JobStore:
 
     def request_cancel(self, job_id: str) -> JobRecord:
         """A queued job is cancelled at once; a running one is flagged for its supervisor to stop."""
-        with self.db.write() as s:
+        with self._write() as s:
             job = s.get(Job, job_id)
             if job is None:
                 raise JobNotFound(job_id)
@@ -314,7 +380,7 @@ class JobStore:
 
     # -- events ------------------------------------------------------------------------------------
     def append_event(self, job_id: str, event: jobs_pb2.JobEvent) -> int:
-        with self.db.write() as s:
+        with self._write() as s:
             return self._append(s, job_id, event)
 
     def _append(self, s: Session, job_id: str, event: jobs_pb2.JobEvent) -> int:
@@ -325,15 +391,8 @@ class JobStore:
         event.job_id, event.seq = job_id, seq
         event.time.FromDatetime(now)
         kind = event.WhichOneof("payload") or "log"
-        s.add(
-            Event(
-                job_id=job_id,
-                seq=seq,
-                time=now,
-                kind=kind,
-                payload=json_format.MessageToJson(event, indent=None),
-            )
-        )
+        s.execute(insert(_EVENTS).values(**_event_row(event, now)))
+        s.info["events"].append(event)
         if kind in ("step", "eval", "artifact"):
             self._fold_into_job(s, job_id, event, kind)
         return seq
@@ -362,11 +421,21 @@ class JobStore:
         job.metrics = m
 
     def events_after(self, job_id: str, after_seq: int, limit: int = 1000) -> list[jobs_pb2.JobEvent]:
-        with self.db.read() as s:
-            rows = s.scalars(
-                select(Event.payload)
-                .where(Event.job_id == job_id, Event.seq > after_seq)
-                .order_by(Event.seq)
+        with self.db.connect() as c:
+            rows = c.scalars(
+                select(_EVENTS.c.payload)
+                .where(_EVENTS.c.job_id == job_id, _EVENTS.c.seq > after_seq)
+                .order_by(_EVENTS.c.seq)
                 .limit(limit)
             )
             return [json_format.Parse(p, jobs_pb2.JobEvent()) for p in rows]
+
+
+def _event_row(event: jobs_pb2.JobEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "job_id": event.job_id,
+        "seq": event.seq,
+        "time": now,
+        "kind": event.WhichOneof("payload") or "log",
+        "payload": json_format.MessageToJson(event, indent=None),
+    }

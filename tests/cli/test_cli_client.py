@@ -152,5 +152,3 @@ def test_data_file_checks(tmp_path: Path) -> None:
             check_data_file(path)
         assert reason in info.value.message
         assert info.value.exit_code == EXIT_USAGE
-
-

@@ -68,7 +68,8 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
     }
     cases["empty"][0].write_bytes(b"")
     cases["binary"][0].write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
-    cases["invalid utf-8"][0].write_bytes("question,answer\nO\xf9 est ma commande ?,En route\n".encode("latin-1"))
+    latin1 = "question,answer\nO\xf9 est ma commande ?,En route\n".encode("latin-1")
+    cases["invalid utf-8"][0].write_bytes(latin1)
     cases["header only"][0].write_text("question,answer\n")
     cases["unknown layout"][0].write_text("foo,bar\n1,2\n3,4\n")
     cases["directory"][0].mkdir()
