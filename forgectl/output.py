@@ -390,7 +390,17 @@ def job_summary_lines(job: jobs_pb2.Job) -> list[Text]:
     if job.error:
         lines.append(Text(f"  error: {job.error}", style="red"))
     if state == "succeeded":
-        lines.append(Text(f"next: `forgectl logs {job.id}` for the full log", style="dim"))
+        adapter = job.artifacts.get("adapter")
+        if adapter and "gguf" not in job.artifacts:
+            lines.append(
+                Text(
+                    f'next: load the adapter with PEFT: PeftModel.from_pretrained(base_model, "{adapter}"); '
+                    f"the full log: forgectl logs {job.id}",
+                    style="dim",
+                )
+            )
+        else:
+            lines.append(Text(f"next: `forgectl logs {job.id}` for the full log", style="dim"))
     elif state in ("failed", "cancelled"):
         lines.append(Text(f"see what happened: forgectl logs {job.id}", style="dim"))
     return lines
