@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import grpc
+from forge.train_fields import OVERRIDABLE_FIELDS
 from forge.v1 import brain_pb2, brain_pb2_grpc
 from google.protobuf import json_format
 
@@ -13,23 +14,6 @@ from forged.api.auth import Authenticator
 from forged.api.errors import ApiError, unary
 from forged.brain import ingest, planner
 from forged.store.blobs import BlobStore
-
-_SET_BY_USER = (
-    "model",
-    "epochs",
-    "max_steps",
-    "micro_batch_size",
-    "grad_accum",
-    "learning_rate",
-    "lora_rank",
-    "lora_alpha",
-    "lora_dropout",
-    "max_seq_len",
-    "seed",
-    "checkpoint_every",
-    "eval_every",
-    "warmup_ratio",
-)
 
 
 class BrainService(brain_pb2_grpc.BrainServicer):
@@ -67,7 +51,8 @@ class BrainService(brain_pb2_grpc.BrainServicer):
     @unary
     def Plan(self, request: brain_pb2.PlanRequest, context: grpc.ServicerContext) -> brain_pb2.PlanResponse:
         self.auth.principal(context)
-        overrides = {f: getattr(request.overrides, f) for f in _SET_BY_USER if getattr(request.overrides, f)}
+        given = request.overrides
+        overrides = {f: getattr(given, f) for f in OVERRIDABLE_FIELDS if getattr(given, f)}
         stats = json_format.MessageToDict(
             request.stats, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from forge.train_fields import OVERRIDABLE_FIELDS
 from pydantic import BaseModel, ConfigDict
 
 from forged.brain.ingest import DataError
@@ -23,23 +24,7 @@ BRAIN = "offline"
 TINY_MODEL = "tiny"
 
 # TrainSpec's hyper-parameter fields, in the order a plan is shown.
-SPEC_FIELDS: tuple[str, ...] = (
-    "model",
-    "epochs",
-    "max_steps",
-    "micro_batch_size",
-    "grad_accum",
-    "learning_rate",
-    "lora_rank",
-    "lora_alpha",
-    "lora_dropout",
-    "max_seq_len",
-    "seed",
-    "checkpoint_every",
-    "eval_every",
-    "warmup_ratio",
-    "goal",
-)
+SPEC_FIELDS: tuple[str, ...] = (*OVERRIDABLE_FIELDS, "goal")
 
 # TrainSpec fields that are not hyper-parameters: the daemon fills them, the planner leaves them alone.
 _NOT_PLANNED = frozenset({"train_data", "val_data", "export"})

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from forge.train_fields import HPARAM_FIELDS
 from forge.v1 import jobs_pb2
 from google.protobuf import json_format
 
@@ -25,21 +26,6 @@ from forged.store.jobs import JobRecord, JobStore
 log = structlog.get_logger("forged.supervisor")
 
 _EVENT_KEYS = frozenset(f.name for f in jobs_pb2.JobEvent.DESCRIPTOR.oneofs_by_name["payload"].fields)
-_HPARAMS = (
-    "epochs",
-    "max_steps",
-    "micro_batch_size",
-    "grad_accum",
-    "learning_rate",
-    "lora_rank",
-    "lora_alpha",
-    "lora_dropout",
-    "max_seq_len",
-    "seed",
-    "checkpoint_every",
-    "eval_every",
-    "warmup_ratio",
-)
 
 
 def parse_runner_line(line: str) -> jobs_pb2.JobEvent:
@@ -220,7 +206,7 @@ class Supervisor:
             **files,
             "output_dir": str(self.workspace / "output"),
             "checkpoint_dir": str(self.workspace / "checkpoints"),
-            "hparams": {k: spec[k] for k in _HPARAMS if k in spec},
+            "hparams": {k: spec[k] for k in HPARAM_FIELDS if k in spec},
         }
         path = self.workspace / "runner_spec.json"
         tmp = path.with_suffix(".tmp")

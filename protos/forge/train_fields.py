@@ -1,0 +1,21 @@
+"""TrainSpec's hyper-parameters by name: what the planner decides, a user may override, the runner reads."""
+
+from __future__ import annotations
+
+HPARAM_FIELDS: tuple[str, ...] = (
+    "epochs",
+    "max_steps",
+    "micro_batch_size",
+    "grad_accum",
+    "learning_rate",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "max_seq_len",
+    "seed",
+    "checkpoint_every",
+    "eval_every",
+    "warmup_ratio",
+)
+# What a user may set on the command line: the model and every hyper-parameter.
+OVERRIDABLE_FIELDS: tuple[str, ...] = ("model", *HPARAM_FIELDS)
