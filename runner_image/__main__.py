@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         tb = traceback.format_exc()
         events.log(tb, level="error")
         if type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
-            events.error("out_of_memory", str(e), hint="lower micro_batch_size or max_seq_len")
+            events.error("oom", str(e), hint="lower micro_batch_size or max_seq_len")
         else:
             events.error(
                 "internal", f"{type(e).__name__}: {e}", hint="this is a bug in the runner; see the log"

@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from runner_image import checkpoint, events
+from runner_image import checkpoint, events, faults
 from runner_image.data import IGNORE_INDEX, Example, collate, ensure_pad_token, epoch_order, load_dataset
 from runner_image.data import micro_batches as split_micro_batches
 from runner_image.errors import EXIT_CRASH, EXIT_OK, EXIT_PREEMPTED, RunnerError
 from runner_image.signals import StopFlag
-from runner_image.spec import ModelRef, RunnerSpec
+from runner_image.spec import HParams, ModelRef, RunnerSpec
 from runner_image.tiny import PIPELINE_CHECK_WARNING, build_tiny_model, load_tiny_tokenizer
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -158,7 +158,12 @@ def _sha256(path: str) -> str:
 
 def fingerprint(spec: RunnerSpec) -> str:
     """What a checkpoint must agree with to be resumed from: everything that shapes the weights."""
-    hp = spec.hparams.model_dump(exclude={"checkpoint_every", "eval_every"})
+    # forged's self-healing may resume a job with a smaller micro-batch (same effective batch) or a lower
+    # learning rate; those continue the same run, so they are not part of its identity.
+    hp = spec.hparams.model_dump(
+        exclude={"checkpoint_every", "eval_every", "micro_batch_size", "grad_accum", "learning_rate"}
+    )
+    hp["effective_batch"] = spec.hparams.micro_batch_size * spec.hparams.grad_accum
     ident = {
         "model": spec.model.model_dump(),
         "hparams": hp,
@@ -246,6 +251,8 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
         pos = checkpoint.load(latest, model, optimizer, scheduler, device)
         saved_step = pos.step
         events.log(f"resumed from checkpoint step {pos.step}")
+        _adopt_new_settings(pos, hp, optimizer, scheduler)
+    pos.extra["micro_batch_size"] = hp.micro_batch_size
 
     def save_checkpoint() -> None:
         nonlocal saved_step
@@ -279,25 +286,23 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
                 events.log(f"stopped by SIGTERM at step {pos.step}; the next start resumes from there")
                 return EXIT_PREEMPTED
             step_start = time.monotonic()
-            window = [
-                collate([train[i] for i in mb], pad_id)
-                for mb in batches[pos.batch : pos.batch + hp.grad_accum]
-            ]
-            # Normalise by the trained tokens of the whole accumulation window, so every token weighs the same
-            # however the examples fall into micro-batches.
-            window_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in window)
-            loss_total, tokens = 0.0, 0
-            for batch in window:
-                loss_sum, _ = forward_loss(model, batch, device, amp_dtype)
-                if not torch.isfinite(loss_sum):
-                    raise _nan_error(pos.step + 1, "loss")
-                (loss_sum / window_targets).backward()
-                loss_total += loss_sum.item()
-                tokens += int(batch["attention_mask"].sum())
+            learning_rate = scheduler.get_last_lr()[0]
+            window = batches[pos.batch : pos.batch + hp.grad_accum]
+            try:
+                faults.maybe_oom(pos.step + 1, hp.micro_batch_size, learning_rate)
+                loss_total, tokens, window_targets = _accumulate(
+                    model, train, window, pad_id, device, amp_dtype,
+                    step=pos.step + 1, learning_rate=learning_rate, micro_batch_size=hp.micro_batch_size,
+                )  # fmt: skip
+            except torch.OutOfMemoryError as e:
+                raise _oom_error(pos.step + 1, hp.micro_batch_size, e) from e
+            except RuntimeError as e:
+                if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
+                    raise
+                raise _oom_error(pos.step + 1, hp.micro_batch_size, e) from e
             grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM))
             if not math.isfinite(grad_norm):
                 raise _nan_error(pos.step + 1, "gradient norm")
-            learning_rate = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -359,6 +364,77 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
     )
     events.artifact("adapter", str(adapter_dir))
     return EXIT_OK
+
+
+def _accumulate(
+    model: PeftModel,
+    train: list[Example],
+    window: list[list[int]],
+    pad_id: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    *,
+    step: int,
+    learning_rate: float,
+    micro_batch_size: int,
+) -> tuple[float, int, int]:
+    """Forward and backward over one accumulation window; returns (summed loss, tokens, trained tokens)."""
+    batches = [collate([train[i] for i in mb], pad_id) for mb in window]
+    # Normalise by the trained tokens of the whole accumulation window, so every token weighs the same
+    # however the examples fall into micro-batches (which is what lets self-healing change the split).
+    window_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+    loss_total, tokens = 0.0, 0
+    for batch in batches:
+        loss_sum, _ = forward_loss(model, batch, device, amp_dtype)
+        loss_sum = faults.poison_loss(loss_sum, step, micro_batch_size, learning_rate)
+        if not torch.isfinite(loss_sum):
+            raise _nan_error(step, "loss")
+        (loss_sum / window_targets).backward()
+        loss_total += loss_sum.item()
+        tokens += int(batch["attention_mask"].sum())
+    return loss_total, tokens, window_targets
+
+
+def _adopt_new_settings(
+    pos: checkpoint.Position,
+    hp: HParams,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+) -> None:
+    """Continue a checkpoint under a new micro-batch split or learning rate (forged's self-healing)."""
+    saved_micro = int(pos.extra.get("micro_batch_size", hp.micro_batch_size))
+    if saved_micro != hp.micro_batch_size:
+        consumed = pos.batch * saved_micro  # examples of this epoch already trained on
+        if consumed % hp.micro_batch_size:
+            raise RunnerError(
+                "checkpoint_mismatch",
+                f"cannot continue at example {consumed} with micro-batch {hp.micro_batch_size}",
+                hint="keep micro-batch x accumulation equal to the checkpoint's, with a micro-batch that "
+                "divides the old one",
+            )
+        pos.batch = consumed // hp.micro_batch_size
+        events.log(
+            f"continuing with micro-batch {hp.micro_batch_size} x accumulation {hp.grad_accum} "
+            f"(was micro-batch {saved_micro}); the effective batch is unchanged"
+        )
+    if not math.isclose(scheduler.base_lrs[0], hp.learning_rate, rel_tol=1e-9):
+        events.log(f"continuing with learning rate {hp.learning_rate:g} (was {scheduler.base_lrs[0]:g})")
+        factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+        scheduler.base_lrs = [hp.learning_rate for _ in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group["initial_lr"] = hp.learning_rate
+            group["lr"] = hp.learning_rate * factor
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]  # what get_last_lr() reports
+
+
+def _oom_error(step: int, micro_batch_size: int, exc: BaseException) -> RunnerError:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RunnerError(
+        "oom",
+        f"out of memory at step {step} with micro-batch {micro_batch_size}: {first_line}",
+        hint="forged retries from the last checkpoint with a smaller micro-batch",
+        exit_code=EXIT_CRASH,
+    )
 
 
 def _nan_error(step: int, what: str) -> RunnerError:

@@ -18,6 +18,7 @@ from google.protobuf import json_format
 
 from forged.executors.base import EXIT_BAD_INPUT, EXIT_PREEMPTED, Executor, RunHandle, RunRequest
 from forged.models.resolve import ModelError, resolve
+from forged.queue import remedy
 from forged.queue.bus import EventBus
 from forged.store import jobs as J
 from forged.store.blobs import BlobStore
@@ -71,6 +72,8 @@ class Supervisor:
         self._lock = threading.Lock()
         self._stop_reason: str | None = None  # "cancel" or "shutdown"
         self._last_error = ""
+        self._last_error_code = ""
+        self._last_hint = ""
         self.thread = threading.Thread(target=self._run, name=f"job-{job.id}", daemon=True)
 
     # -- control from other threads ----------------------------------------------------------------
@@ -96,15 +99,24 @@ class Supervisor:
     # -- the attempt ---------------------------------------------------------------------------------
     def emit(self, event: jobs_pb2.JobEvent) -> None:
         if event.WhichOneof("payload") == "error":
-            self._last_error = event.error.message + (f" ({event.error.hint})" if event.error.hint else "")
+            self._last_error = event.error.message
+            self._last_error_code = event.error.code
+            self._last_hint = event.error.hint
         self.store.append_event(self.job.id, event)
         self.bus.notify(self.job.id)
 
     def daemon_log(self, message: str, level: str = "info") -> None:
         self.emit(jobs_pb2.JobEvent(log=jobs_pb2.LogEvent(level=level, message=message, source="daemon")))
 
-    def _finish(self, outcome: str, reason: str, to: str, error: str | None = None) -> None:
-        self.store.finish_attempt(self.job.id, outcome, reason, to, error)
+    def _finish(
+        self,
+        outcome: str,
+        reason: str,
+        to: str,
+        error: str | None = None,
+        train: dict[str, Any] | None = None,
+    ) -> None:
+        self.store.finish_attempt(self.job.id, outcome, reason, to, error, train=train)
         self.bus.notify(self.job.id)
         log.info("attempt_finished", job=self.job.id, outcome=outcome, state=to, reason=reason)
 
@@ -164,18 +176,37 @@ class Supervisor:
         elif code == EXIT_PREEMPTED:
             self._finish("interrupted", "the runner was stopped; resumes from the last checkpoint", J.QUEUED)
         else:
-            if not self._last_error:
-                self.emit(
-                    jobs_pb2.JobEvent(
-                        error=jobs_pb2.ErrorEvent(
-                            code="crashed",
-                            message=self._describe_exit(code),
-                            hint=f"the full runner output is in {self.workspace / 'runner.log'}",
-                        )
+            self._fail_or_heal(job, code)
+
+    def _fail_or_heal(self, job: JobRecord, code: int | None) -> None:
+        if not self._last_error:
+            killed = code == -signal.SIGKILL
+            why = " (most likely out of memory)" if killed else ""
+            self.emit(
+                jobs_pb2.JobEvent(
+                    error=jobs_pb2.ErrorEvent(
+                        # The kernel's OOM killer (and a container's memory limit) kill with SIGKILL.
+                        code="oom" if killed else "crashed",
+                        message=self._describe_exit(code) + why,
+                        hint=f"the full runner output is in {self.workspace / 'runner.log'}",
                     )
                 )
-            outcome = "rejected" if code == EXIT_BAD_INPUT else "failed"
-            self._finish(outcome, self._last_error, J.FAILED, error=self._last_error)
+            )
+        if code == EXIT_BAD_INPUT:
+            self._finish("rejected", self._last_error, J.FAILED, error=self._explained())
+            return
+        previous = sum(1 for a in job.attempts if a.outcome in remedy.REMEDIED_OUTCOMES)
+        train = job.spec.get("train", {})
+        cure = remedy.remedy_for(self._last_error_code, self._last_error, train, previous)
+        if cure is None:
+            final = remedy.diagnosis(self._last_error_code, self._explained(), previous)
+            self._finish("failed", self._last_error, J.FAILED, error=final)
+            return
+        self.daemon_log(f"self-healing: {cure.reason}", level="warning")
+        self._finish(cure.outcome, cure.reason, J.QUEUED, train=cure.train)
+
+    def _explained(self) -> str:
+        return self._last_error + (f" ({self._last_hint})" if self._last_hint else "")
 
     @staticmethod
     def _describe_exit(code: int | None) -> str:

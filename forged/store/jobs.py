@@ -345,12 +345,23 @@ class JobStore:
             a.pid, a.pid_started, a.resumed_from_step = pid, pid_started, resumed_from_step
 
     def finish_attempt(
-        self, job_id: str, outcome: str, reason: str, to: str, error: str | None = None
+        self,
+        job_id: str,
+        outcome: str,
+        reason: str,
+        to: str,
+        error: str | None = None,
+        train: dict[str, Any] | None = None,
     ) -> JobRecord:
-        """Close the running attempt and move the job on, in one transaction."""
+        """Close the running attempt and move the job on, in one transaction; `train` replaces the job's
+        train spec for its next attempt (self-healing)."""
         with self._write() as s:
             a = self._current_attempt(s, job_id)
             a.outcome, a.reason, a.ended_at = outcome, reason, _now()
+            if train is not None:
+                job = s.get(Job, job_id)
+                assert job is not None
+                job.spec = {**job.spec, "train": train}
             self._transition(s, job_id, to, reason, error)
         return self.get(job_id)
 

@@ -1,0 +1,60 @@
+"""Injected failures, so forged's self-healing can be exercised on a CPU (docs/runner-protocol.md).
+
+FORGE_FAULTS holds a JSON list such as
+  [{"kind": "oom", "step": 5, "while_micro_batch_over": 2}, {"kind": "nan", "step": 9, "while_lr_over": 5e-4}]
+A fault fires when the runner is about to compute optimizer step `step` and its condition holds, so a
+remediation that lowers the micro-batch or the learning rate makes it go away, as it would in real life.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from runner_image.errors import RunnerError
+
+ENV = "FORGE_FAULTS"
+
+
+class Fault(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["oom", "nan"]
+    step: int
+    while_micro_batch_over: int = 0
+    while_lr_over: float = 0.0
+
+
+@cache
+def configured() -> tuple[Fault, ...]:
+    raw = os.environ.get(ENV, "").strip()
+    if not raw:
+        return ()
+    try:
+        return tuple(TypeAdapter(list[Fault]).validate_python(json.loads(raw)))
+    except ValueError as e:
+        raise RunnerError("bad_spec", f"{ENV} is not a valid list of faults: {e}") from e
+
+
+def _active(kind: str, step: int, micro_batch_size: int, learning_rate: float) -> bool:
+    return any(
+        f.kind == kind
+        and f.step == step
+        and micro_batch_size > f.while_micro_batch_over
+        and learning_rate > f.while_lr_over
+        for f in configured()
+    )
+
+
+def maybe_oom(step: int, micro_batch_size: int, learning_rate: float) -> None:
+    if _active("oom", step, micro_batch_size, learning_rate):
+        raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {ENV} at step {step})")
+
+
+def poison_loss(loss: torch.Tensor, step: int, micro_batch_size: int, learning_rate: float) -> torch.Tensor:
+    return loss * float("nan") if _active("nan", step, micro_batch_size, learning_rate) else loss
