@@ -215,6 +215,7 @@ class Display:
         self.con = con
         self.state = jobs_pb2.JOB_STATE_UNSPECIFIED
         self.position = 0
+        self.wait_reason = ""
         self.step = 0
         self.total = 0
         self.loss: float | None = None
@@ -248,10 +249,12 @@ class Display:
             else name
         )
 
-    def set_position(self, position: int) -> None:
-        if self.state == jobs_pb2.JOB_STATE_QUEUED and position and position != self.position:
-            self.position = position
-            self.line(Text(f"queued (position {position})", style="cyan"))
+    def set_position(self, position: int, reason: str = "") -> None:
+        if self.state != jobs_pb2.JOB_STATE_QUEUED or not position:
+            return
+        if (position, reason) != (self.position, self.wait_reason):
+            self.position, self.wait_reason = position, reason
+            self.line(Text(f"queued (position {position})" + (f": {reason}" if reason else ""), style="cyan"))
             self.refresh()
 
     def refresh(self) -> None:
@@ -298,6 +301,8 @@ class Display:
         self._shown_state = key
         name = state_name(ev.state)
         self.line(Text(state_text(ev, self.position), style=STATE_STYLE.get(name, "")))
+        if ev.state == jobs_pb2.JOB_STATE_QUEUED and self.position and self.wait_reason:
+            self.line(Text(f"  waiting: {self.wait_reason}", style="dim"))
 
 
 class QuietDisplay(Display):
@@ -421,7 +426,7 @@ def follow_job(
         except BaseException as exc:
             items.put(exc)
 
-    display.position = job.queue_position
+    display.position, display.wait_reason = job.queue_position, job.wait_reason
     display.start()
     try:
         threading.Thread(target=pump, name="forgectl-watch", daemon=True).start()
@@ -432,7 +437,7 @@ def follow_job(
             except queue.Empty:
                 if display.state == jobs_pb2.JOB_STATE_QUEUED and time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + POSITION_POLL_S
-                    display.set_position(_position(client, job.id))
+                    display.set_position(*_position(client, job.id))
                 continue
             if item is _END:
                 break
@@ -454,8 +459,9 @@ def follow_job(
         return latest[0]  # the stream already confirmed the end; the last Get is good enough
 
 
-def _position(client: Client, job_id: str) -> int:
+def _position(client: Client, job_id: str) -> tuple[int, str]:
     try:
-        return _get(client, job_id, timeout=2.0).queue_position
+        job = _get(client, job_id, timeout=2.0)
     except grpc.RpcError:
-        return 0  # a missed poll is harmless; the stream's reconnect handles a lost daemon
+        return 0, ""  # a missed poll is harmless; the stream's reconnect handles a lost daemon
+    return job.queue_position, job.wait_reason

@@ -204,6 +204,7 @@ def job_to_dict(job: jobs_pb2.Job) -> dict[str, Any]:
             for a in job.attempts
         ],
         "queue_position": job.queue_position or None,
+        "wait_reason": job.wait_reason or None,
         "created_at": ts_to_iso(job.created_at),
         "started_at": ts_to_iso(job.started_at),
         "finished_at": ts_to_iso(job.finished_at),

@@ -41,6 +41,12 @@ def _fail(message: str) -> None:
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--insecure-loopback", is_flag=True, help="Allow plain TCP on a loopback address.")
 @click.option("--max-jobs", default=1, show_default=True, help="Jobs that run at once.")
+@click.option(
+    "--max-jobs-per-user",
+    default=0,
+    show_default=True,
+    help="Jobs one user may run at once on a shared box (0: no limit).",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def main(
@@ -53,6 +59,7 @@ def main(
     tls_key: Path | None,
     insecure_loopback: bool,
     max_jobs: int,
+    max_jobs_per_user: int,
     log_level: str,
 ) -> None:
     """The Forge daemon: owns the GPU queue, the runners and every job's state."""
@@ -73,6 +80,7 @@ def main(
             tls_key=tls_key,
             insecure_loopback=insecure_loopback,
             max_running_jobs=max_jobs,
+            max_jobs_per_user=max_jobs_per_user,
         )
     except (ConfigError, ValidationError) as exc:
         _fail(_first_error(exc))

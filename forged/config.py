@@ -25,6 +25,7 @@ class DaemonConfig(BaseModel):
     insecure_loopback: bool = False
     socket_mode: int | None = None
     max_running_jobs: int = 1
+    max_jobs_per_user: int = 0  # 0: no per-user limit
     rpc_threads: int = 256
     shutdown_grace: float = 60.0
     max_upload_bytes: int = 20 << 30

@@ -48,7 +48,12 @@ class Daemon:
         self.blobs = BlobStore(config.state_dir / "blobs", self.db)
         self.auth = Authenticator(config.auth, UserStore(self.db))
         self.scheduler = Scheduler(
-            self.store, self.blobs, self.bus, LocalExecutor(), max_running=config.max_running_jobs
+            self.store,
+            self.blobs,
+            self.bus,
+            LocalExecutor(),
+            max_running=config.max_running_jobs,
+            max_per_user=config.max_jobs_per_user,
         )
         jobs_root = config.state_dir / "jobs"
         jobs_root.mkdir(parents=True, exist_ok=True)

@@ -205,6 +205,22 @@ class Forged:
         raise TimeoutError(f"job {job_id} never reached the expected state: {self.get(job_id)}")
 
 
+def create_token(state: Path, user: str, *flags: str) -> str:
+    """`forged token create`, as an admin runs it; returns the token (its last line of output)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "forged", "token", "create", user, "--state-dir", str(state), *flags],
+        env=forge_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
 @contextlib.contextmanager
 def running_forged(state_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Forged]:
     d = Forged(state_dir, *args, env=env).start()

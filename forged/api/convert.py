@@ -23,7 +23,7 @@ def spec_to_dict(spec: jobs_pb2.JobSpec) -> dict:
     )
 
 
-def job_to_pb(job: JobRecord, queue_position: int = 0) -> jobs_pb2.Job:
+def job_to_pb(job: JobRecord, queue_position: int = 0, wait_reason: str = "") -> jobs_pb2.Job:
     pb = jobs_pb2.Job(
         id=job.id,
         owner=job.owner,
@@ -34,6 +34,7 @@ def job_to_pb(job: JobRecord, queue_position: int = 0) -> jobs_pb2.Job:
         error=job.error,
         last_seq=job.last_seq,
         queue_position=queue_position,
+        wait_reason=wait_reason,
         workspace=job.workspace,
     )
     json_format.ParseDict(job.spec, pb.spec, ignore_unknown_fields=True)

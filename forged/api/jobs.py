@@ -48,7 +48,8 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         return self.store.find(job_id, owner=None if who.admin else who.name)
 
     def _pb(self, job: JobRecord) -> jobs_pb2.Job:
-        return job_to_pb(job, self.store.queue_position(job))
+        position = self.store.queue_position(job)
+        return job_to_pb(job, position, self.scheduler.wait_reason(job, position))
 
     def _validate(self, spec: jobs_pb2.JobSpec, who: Principal) -> None:
         if spec.WhichOneof("kind") != "train":
@@ -113,8 +114,13 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             owner = None  # one person owns a per-user daemon, whatever name each client sends
         states = [PB_TO_STATE[s] for s in request.states if s in PB_TO_STATE]
         jobs = self.store.list(owner, states, limit=request.limit or 100)
-        order = {jid: i + 1 for i, jid in enumerate(self.store.queue_order())}
-        return jobs_pb2.ListJobsResponse(jobs=[job_to_pb(j, order.get(j.id, 0)) for j in jobs])
+        order = {jid: i + 1 for i, (jid, _owner) in enumerate(self.store.queue_order())}
+        return jobs_pb2.ListJobsResponse(
+            jobs=[
+                job_to_pb(j, order.get(j.id, 0), self.scheduler.wait_reason(j, order.get(j.id, 0)))
+                for j in jobs
+            ]
+        )
 
     @unary
     def Cancel(self, request: jobs_pb2.CancelJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections import Counter
 
 import structlog
 
@@ -27,12 +28,14 @@ class Scheduler:
         executor: Executor,
         max_running: int = 1,
         stale_grace: float = 60.0,
+        max_per_user: int = 0,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.bus = bus
         self.executor = executor
         self.max_running = max_running
+        self.max_per_user = max_per_user
         self.stale_grace = stale_grace
         self.host = socket.gethostname()
         self._active: dict[str, Supervisor] = {}
@@ -95,6 +98,26 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler_error")
 
+    def _running_by_owner(self) -> Counter[str]:
+        with self._lock:
+            return Counter(s.job.owner for s in self._active.values() if s.thread.is_alive())
+
+    def wait_reason(self, job: J.JobRecord, position: int) -> str:
+        """Why a queued job has not started, in words for its owner."""
+        if job.state != J.QUEUED:
+            return ""
+        if self.max_running <= 0:
+            return "this forged runs no jobs (--max-jobs 0); it only queues them"
+        running = self._running_by_owner()
+        mine = running[job.owner]
+        if self.max_per_user and mine >= self.max_per_user:
+            return f"{job.owner} already runs {mine} job{'s' if mine != 1 else ''}, the per-user limit"
+        ahead = f"{position - 1} job{'s' if position != 2 else ''} ahead" if position > 1 else "next in line"
+        busy = sum(running.values())
+        if busy >= self.max_running:
+            return f"{ahead}; all {self.max_running} slot{'s' if self.max_running != 1 else ''} busy"
+        return ahead
+
     def _fill(self) -> None:
         with self._lock:
             for job_id in [j for j, s in self._active.items() if not s.thread.is_alive()]:
@@ -102,9 +125,12 @@ class Scheduler:
             free = self.max_running - len(self._active)
         if free <= 0:
             return
-        for job_id in self.store.queue_order():
+        running = self._running_by_owner()
+        for job_id, owner in self.store.queue_order():
             if free <= 0 or self._stopping.is_set():
                 break
+            if self.max_per_user and running[owner] >= self.max_per_user:
+                continue  # this user waits; the next user's job may start
             job = self.store.claim(job_id, self.host)
             if job is None:
                 continue
@@ -115,6 +141,7 @@ class Scheduler:
                 self._active[job_id] = sup
                 sup.thread.start()
             free -= 1
+            running[owner] += 1
             log.info("job_started", job=job_id, owner=job.owner)
 
     def stop(self, grace: float) -> None:

@@ -138,6 +138,8 @@ def _record(job: Any, attempts: list[Any]) -> JobRecord:
     )
 
 
+# Sorts before any real start time: a user who never started a job goes first in their round.
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 _JOBS = Job.__table__
 _ATTEMPTS = Attempt.__table__
 _EVENTS = Event.__table__
@@ -271,31 +273,67 @@ class JobStore:
         with self.db.read() as s:
             return dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())  # type: ignore[arg-type]
 
-    def queue_order(self) -> list[str]:
-        """Queued job ids in the order they will run: priority first, then submission time."""
-        with self.db.read() as s:
-            q = (
-                select(Job.id)
-                .where(Job.state == QUEUED)
-                .order_by(Job.priority.desc(), Job.created_at, Job.id)
+    def _fair_queue(self) -> Any:
+        """Queued jobs with their sort key, as a subquery: (priority desc, turn, last_start, created_at, id).
+
+        Priority first. Within a priority, users take turns in rounds: a user's n-th queued job is in round
+        n, and within a round the user who started a job least recently (or never) goes first. So one
+        person's twenty jobs do not starve another's one, and the order predicts what the queue will do.
+        """
+        c = _JOBS.c
+        last = (
+            select(c.owner, func.max(c.started_at).label("at"))
+            .where(c.started_at.is_not(None))
+            .group_by(c.owner)
+            .subquery()
+        )
+        turn = func.row_number().over(partition_by=(c.owner, c.priority), order_by=(c.created_at, c.id))
+        return (
+            select(
+                c.id,
+                c.owner,
+                c.priority,
+                turn.label("turn"),
+                func.coalesce(last.c.at, _NEVER).label("last_start"),
+                c.created_at,
             )
-            return list(s.scalars(q))
+            .select_from(_JOBS.outerjoin(last, last.c.owner == c.owner))
+            .where(c.state == QUEUED)
+            .subquery()
+        )
+
+    @staticmethod
+    def _queue_key(q: Any) -> list[Any]:
+        return [q.c.priority.desc(), q.c.turn, q.c.last_start, q.c.created_at, q.c.id]
+
+    def queue_order(self) -> list[tuple[str, str]]:
+        """(job id, owner) of every queued job, in the order they will run."""
+        q = self._fair_queue()
+        with self.db.connect() as conn:
+            rows = conn.execute(select(q.c.id, q.c.owner).order_by(*self._queue_key(q)))
+            return [(r.id, r.owner) for r in rows]
 
     def queue_position(self, job: JobRecord) -> int:
         """1 for the next job to run; 0 when the job is not queued."""
         if job.state != QUEUED:
             return 0
-        c = _JOBS.c
-        ahead = or_(
-            c.priority > job.priority,
-            and_(
-                c.priority == job.priority,
-                or_(c.created_at < job.created_at, and_(c.created_at == job.created_at, c.id < job.id)),
-            ),
-        )
-        with self.db.connect() as s:
-            ahead_count = s.scalar(select(func.count()).select_from(_JOBS).where(c.state == QUEUED, ahead))
-        return int(ahead_count or 0) + 1
+        q = self._fair_queue()
+        with self.db.connect() as conn:
+            mine = conn.execute(select(q).where(q.c.id == job.id)).first()
+            if mine is None:  # it left the queue in between
+                return 0
+            # Rows whose key sorts before this job's, compared field by field (priority descending).
+            ahead = _sorts_before(
+                [
+                    (q.c.priority, mine.priority, True),
+                    (q.c.turn, mine.turn, False),
+                    (q.c.last_start, mine.last_start, False),
+                    (q.c.created_at, mine.created_at, False),
+                    (q.c.id, mine.id, False),
+                ]
+            )
+            count = conn.execute(select(func.count()).select_from(q).where(ahead)).scalar()
+        return int(count or 0) + 1
 
     # -- state machine -----------------------------------------------------------------------------
     def transition(self, job_id: str, to: str, reason: str, error: str | None = None) -> JobRecord:
@@ -440,6 +478,15 @@ class JobStore:
                 .limit(limit)
             )
             return [json_format.Parse(p, jobs_pb2.JobEvent()) for p in rows]
+
+
+def _sorts_before(key: list[tuple[Any, Any, bool]]) -> Any:
+    """SQL for "the row sorts before `key`", compared part by part; a part is (column, value, descending)."""
+    column, value, descending = key[0]
+    first = column > value if descending else column < value
+    if len(key) == 1:
+        return first
+    return or_(first, and_(column == value, _sorts_before(key[1:])))
 
 
 def _event_row(event: jobs_pb2.JobEvent, now: datetime) -> dict[str, Any]:

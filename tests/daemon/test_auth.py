@@ -11,28 +11,13 @@ import grpc
 import pytest
 from forge.v1 import daemon_pb2, jobs_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from harness import EXAMPLE_CSV, Forged, forge_env
-
-
-def create_token(state: Path, user: str, *flags: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "forged", "token", "create", user, "--state-dir", str(state), *flags],
-        env=forge_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip().splitlines()[-1]
+from harness import EXAMPLE_CSV, Forged, bearer, create_token, forge_env
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 @pytest.fixture

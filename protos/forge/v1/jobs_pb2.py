@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x66orge/v1/jobs.proto\x12\x08\x66orge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x02\n\tTrainSpec\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ntrain_data\x18\x02 \x01(\t\x12\x10\n\x08val_data\x18\x03 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x04 \x01(\r\x12\x11\n\tmax_steps\x18\x05 \x01(\r\x12\x18\n\x10micro_batch_size\x18\x06 \x01(\r\x12\x12\n\ngrad_accum\x18\x07 \x01(\r\x12\x15\n\rlearning_rate\x18\x08 \x01(\x01\x12\x11\n\tlora_rank\x18\t \x01(\r\x12\x12\n\nlora_alpha\x18\n \x01(\r\x12\x14\n\x0clora_dropout\x18\x0b \x01(\x01\x12\x13\n\x0bmax_seq_len\x18\x0c \x01(\r\x12\x0c\n\x04seed\x18\r \x01(\x04\x12\x18\n\x10\x63heckpoint_every\x18\x0e \x01(\r\x12\x12\n\neval_every\x18\x0f \x01(\r\x12\x14\n\x0cwarmup_ratio\x18\x10 \x01(\x01\x12\x0c\n\x04goal\x18\x11 \x01(\t\x12\x0e\n\x06\x65xport\x18\x12 \x01(\x08\"e\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08priority\x18\x02 \x01(\r\x12\x0c\n\x04gpus\x18\x03 \x01(\r\x12$\n\x05train\x18\n \x01(\x0b\x32\x13.forge.v1.TrainSpecH\x00\x42\x06\n\x04kind\"\xb3\x01\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\r\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x19\n\x11resumed_from_step\x18\x06 \x01(\x04\"\x93\x02\n\x07Metrics\x12\x17\n\nfirst_loss\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nfinal_loss\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\r\n\x05steps\x18\x03 \x01(\x04\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x04\x12\x1b\n\x0e\x66irst_val_loss\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x1b\n\x0e\x66inal_val_loss\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x11tokens_per_second\x18\x07 \x01(\x01H\x04\x88\x01\x01\x42\r\n\x0b_first_lossB\r\n\x0b_final_lossB\x11\n\x0f_first_val_lossB\x11\n\x0f_final_val_lossB\x14\n\x12_tokens_per_second\"\x8f\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.forge.v1.JobState\x12\x1f\n\x04spec\x18\x05 \x01(\x0b\x32\x11.forge.v1.JobSpec\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x08\x61ttempts\x18\n \x03(\x0b\x32\x11.forge.v1.Attempt\x12\"\n\x07metrics\x18\x0b \x01(\x0b\x32\x11.forge.v1.Metrics\x12/\n\tartifacts\x18\x0c \x03(\x0b\x32\x1c.forge.v1.Job.ArtifactsEntry\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x10\n\x08last_seq\x18\x0e \x01(\x04\x12\x16\n\x0equeue_position\x18\x0f \x01(\r\x12\x11\n\tworkspace\x18\x10 \x01(\t\x1a\x30\n\x0e\x41rtifactsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x10SubmitJobRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1f\n\x04spec\x18\x02 \x01(\x0b\x32\x11.forge.v1.JobSpec\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"W\n\x0fListJobsRequest\x12\"\n\x06states\x18\x01 \x03(\x0e\x32\x12.forge.v1.JobState\x12\x11\n\tall_users\x18\x02 \x01(\x08\x12\r\n\x05limit\x18\x03 \x01(\r\"/\n\x10ListJobsResponse\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.forge.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"@\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\":\n\x08LogEvent\x12\r\n\x05level\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"\xa5\x01\n\tStepEvent\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x04\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x15\n\rlearning_rate\x18\x04 \x01(\x01\x12\x19\n\x11tokens_per_second\x18\x05 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x06 \x01(\x01\x12\r\n\x05\x65poch\x18\x07 \x01(\x01\x12\x11\n\tgrad_norm\x18\x08 \x01(\x01\"+\n\tEvalEvent\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x10\n\x08val_loss\x18\x02 \x01(\x01\"-\n\x0f\x43heckpointEvent\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x0c\n\x04path\x18\x02 \x01(\t\"+\n\rArtifactEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"9\n\nErrorEvent\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04hint\x18\x03 \x01(\t\"P\n\nStateEvent\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.forge.v1.JobState\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\"\xf5\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x03log\x18\n \x01(\x0b\x32\x12.forge.v1.LogEventH\x00\x12#\n\x04step\x18\x0b \x01(\x0b\x32\x13.forge.v1.StepEventH\x00\x12#\n\x04\x65val\x18\x0c \x01(\x0b\x32\x13.forge.v1.EvalEventH\x00\x12/\n\ncheckpoint\x18\r \x01(\x0b\x32\x19.forge.v1.CheckpointEventH\x00\x12+\n\x08\x61rtifact\x18\x0e \x01(\x0b\x32\x17.forge.v1.ArtifactEventH\x00\x12%\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x14.forge.v1.ErrorEventH\x00\x12%\n\x05state\x18\x10 \x01(\x0b\x32\x14.forge.v1.StateEventH\x00\x42\t\n\x07payload*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x98\x02\n\x04Jobs\x12\x33\n\x06Submit\x12\x1a.forge.v1.SubmitJobRequest\x1a\r.forge.v1.Job\x12-\n\x03Get\x12\x17.forge.v1.GetJobRequest\x1a\r.forge.v1.Job\x12=\n\x04List\x12\x19.forge.v1.ListJobsRequest\x1a\x1a.forge.v1.ListJobsResponse\x12\x33\n\x06\x43\x61ncel\x12\x1a.forge.v1.CancelJobRequest\x1a\r.forge.v1.Job\x12\x38\n\x05Watch\x12\x19.forge.v1.WatchJobRequest\x1a\x12.forge.v1.JobEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x66orge/v1/jobs.proto\x12\x08\x66orge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x02\n\tTrainSpec\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ntrain_data\x18\x02 \x01(\t\x12\x10\n\x08val_data\x18\x03 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x04 \x01(\r\x12\x11\n\tmax_steps\x18\x05 \x01(\r\x12\x18\n\x10micro_batch_size\x18\x06 \x01(\r\x12\x12\n\ngrad_accum\x18\x07 \x01(\r\x12\x15\n\rlearning_rate\x18\x08 \x01(\x01\x12\x11\n\tlora_rank\x18\t \x01(\r\x12\x12\n\nlora_alpha\x18\n \x01(\r\x12\x14\n\x0clora_dropout\x18\x0b \x01(\x01\x12\x13\n\x0bmax_seq_len\x18\x0c \x01(\r\x12\x0c\n\x04seed\x18\r \x01(\x04\x12\x18\n\x10\x63heckpoint_every\x18\x0e \x01(\r\x12\x12\n\neval_every\x18\x0f \x01(\r\x12\x14\n\x0cwarmup_ratio\x18\x10 \x01(\x01\x12\x0c\n\x04goal\x18\x11 \x01(\t\x12\x0e\n\x06\x65xport\x18\x12 \x01(\x08\"e\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08priority\x18\x02 \x01(\r\x12\x0c\n\x04gpus\x18\x03 \x01(\r\x12$\n\x05train\x18\n \x01(\x0b\x32\x13.forge.v1.TrainSpecH\x00\x42\x06\n\x04kind\"\xb3\x01\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\r\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x19\n\x11resumed_from_step\x18\x06 \x01(\x04\"\x93\x02\n\x07Metrics\x12\x17\n\nfirst_loss\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nfinal_loss\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\r\n\x05steps\x18\x03 \x01(\x04\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x04\x12\x1b\n\x0e\x66irst_val_loss\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x1b\n\x0e\x66inal_val_loss\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x11tokens_per_second\x18\x07 \x01(\x01H\x04\x88\x01\x01\x42\r\n\x0b_first_lossB\r\n\x0b_final_lossB\x11\n\x0f_first_val_lossB\x11\n\x0f_final_val_lossB\x14\n\x12_tokens_per_second\"\xa4\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.forge.v1.JobState\x12\x1f\n\x04spec\x18\x05 \x01(\x0b\x32\x11.forge.v1.JobSpec\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x08\x61ttempts\x18\n \x03(\x0b\x32\x11.forge.v1.Attempt\x12\"\n\x07metrics\x18\x0b \x01(\x0b\x32\x11.forge.v1.Metrics\x12/\n\tartifacts\x18\x0c \x03(\x0b\x32\x1c.forge.v1.Job.ArtifactsEntry\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x10\n\x08last_seq\x18\x0e \x01(\x04\x12\x16\n\x0equeue_position\x18\x0f \x01(\r\x12\x11\n\tworkspace\x18\x10 \x01(\t\x12\x13\n\x0bwait_reason\x18\x11 \x01(\t\x1a\x30\n\x0e\x41rtifactsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x10SubmitJobRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1f\n\x04spec\x18\x02 \x01(\x0b\x32\x11.forge.v1.JobSpec\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"W\n\x0fListJobsRequest\x12\"\n\x06states\x18\x01 \x03(\x0e\x32\x12.forge.v1.JobState\x12\x11\n\tall_users\x18\x02 \x01(\x08\x12\r\n\x05limit\x18\x03 \x01(\r\"/\n\x10ListJobsResponse\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.forge.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"@\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\":\n\x08LogEvent\x12\r\n\x05level\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"\xa5\x01\n\tStepEvent\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x04\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x15\n\rlearning_rate\x18\x04 \x01(\x01\x12\x19\n\x11tokens_per_second\x18\x05 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x06 \x01(\x01\x12\r\n\x05\x65poch\x18\x07 \x01(\x01\x12\x11\n\tgrad_norm\x18\x08 \x01(\x01\"+\n\tEvalEvent\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x10\n\x08val_loss\x18\x02 \x01(\x01\"-\n\x0f\x43heckpointEvent\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x0c\n\x04path\x18\x02 \x01(\t\"+\n\rArtifactEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"9\n\nErrorEvent\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04hint\x18\x03 \x01(\t\"P\n\nStateEvent\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.forge.v1.JobState\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\"\xf5\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x03log\x18\n \x01(\x0b\x32\x12.forge.v1.LogEventH\x00\x12#\n\x04step\x18\x0b \x01(\x0b\x32\x13.forge.v1.StepEventH\x00\x12#\n\x04\x65val\x18\x0c \x01(\x0b\x32\x13.forge.v1.EvalEventH\x00\x12/\n\ncheckpoint\x18\r \x01(\x0b\x32\x19.forge.v1.CheckpointEventH\x00\x12+\n\x08\x61rtifact\x18\x0e \x01(\x0b\x32\x17.forge.v1.ArtifactEventH\x00\x12%\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x14.forge.v1.ErrorEventH\x00\x12%\n\x05state\x18\x10 \x01(\x0b\x32\x14.forge.v1.StateEventH\x00\x42\t\n\x07payload*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x98\x02\n\x04Jobs\x12\x33\n\x06Submit\x12\x1a.forge.v1.SubmitJobRequest\x1a\r.forge.v1.Job\x12-\n\x03Get\x12\x17.forge.v1.GetJobRequest\x1a\r.forge.v1.Job\x12=\n\x04List\x12\x19.forge.v1.ListJobsRequest\x1a\x1a.forge.v1.ListJobsResponse\x12\x33\n\x06\x43\x61ncel\x12\x1a.forge.v1.CancelJobRequest\x1a\r.forge.v1.Job\x12\x38\n\x05Watch\x12\x19.forge.v1.WatchJobRequest\x1a\x12.forge.v1.JobEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOB_ARTIFACTSENTRY']._loaded_options = None
   _globals['_JOB_ARTIFACTSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=2745
-  _globals['_JOBSTATE']._serialized_end=2899
+  _globals['_JOBSTATE']._serialized_start=2766
+  _globals['_JOBSTATE']._serialized_end=2920
   _globals['_TRAINSPEC']._serialized_start=67
   _globals['_TRAINSPEC']._serialized_end=429
   _globals['_JOBSPEC']._serialized_start=431
@@ -45,37 +45,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METRICS']._serialized_start=717
   _globals['_METRICS']._serialized_end=992
   _globals['_JOB']._serialized_start=995
-  _globals['_JOB']._serialized_end=1522
-  _globals['_JOB_ARTIFACTSENTRY']._serialized_start=1474
-  _globals['_JOB_ARTIFACTSENTRY']._serialized_end=1522
-  _globals['_SUBMITJOBREQUEST']._serialized_start=1524
-  _globals['_SUBMITJOBREQUEST']._serialized_end=1595
-  _globals['_GETJOBREQUEST']._serialized_start=1597
-  _globals['_GETJOBREQUEST']._serialized_end=1624
-  _globals['_LISTJOBSREQUEST']._serialized_start=1626
-  _globals['_LISTJOBSREQUEST']._serialized_end=1713
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1715
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1762
-  _globals['_CANCELJOBREQUEST']._serialized_start=1764
-  _globals['_CANCELJOBREQUEST']._serialized_end=1794
-  _globals['_WATCHJOBREQUEST']._serialized_start=1796
-  _globals['_WATCHJOBREQUEST']._serialized_end=1860
-  _globals['_LOGEVENT']._serialized_start=1862
-  _globals['_LOGEVENT']._serialized_end=1920
-  _globals['_STEPEVENT']._serialized_start=1923
-  _globals['_STEPEVENT']._serialized_end=2088
-  _globals['_EVALEVENT']._serialized_start=2090
-  _globals['_EVALEVENT']._serialized_end=2133
-  _globals['_CHECKPOINTEVENT']._serialized_start=2135
-  _globals['_CHECKPOINTEVENT']._serialized_end=2180
-  _globals['_ARTIFACTEVENT']._serialized_start=2182
-  _globals['_ARTIFACTEVENT']._serialized_end=2225
-  _globals['_ERROREVENT']._serialized_start=2227
-  _globals['_ERROREVENT']._serialized_end=2284
-  _globals['_STATEEVENT']._serialized_start=2286
-  _globals['_STATEEVENT']._serialized_end=2366
-  _globals['_JOBEVENT']._serialized_start=2369
-  _globals['_JOBEVENT']._serialized_end=2742
-  _globals['_JOBS']._serialized_start=2902
-  _globals['_JOBS']._serialized_end=3182
+  _globals['_JOB']._serialized_end=1543
+  _globals['_JOB_ARTIFACTSENTRY']._serialized_start=1495
+  _globals['_JOB_ARTIFACTSENTRY']._serialized_end=1543
+  _globals['_SUBMITJOBREQUEST']._serialized_start=1545
+  _globals['_SUBMITJOBREQUEST']._serialized_end=1616
+  _globals['_GETJOBREQUEST']._serialized_start=1618
+  _globals['_GETJOBREQUEST']._serialized_end=1645
+  _globals['_LISTJOBSREQUEST']._serialized_start=1647
+  _globals['_LISTJOBSREQUEST']._serialized_end=1734
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1736
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1783
+  _globals['_CANCELJOBREQUEST']._serialized_start=1785
+  _globals['_CANCELJOBREQUEST']._serialized_end=1815
+  _globals['_WATCHJOBREQUEST']._serialized_start=1817
+  _globals['_WATCHJOBREQUEST']._serialized_end=1881
+  _globals['_LOGEVENT']._serialized_start=1883
+  _globals['_LOGEVENT']._serialized_end=1941
+  _globals['_STEPEVENT']._serialized_start=1944
+  _globals['_STEPEVENT']._serialized_end=2109
+  _globals['_EVALEVENT']._serialized_start=2111
+  _globals['_EVALEVENT']._serialized_end=2154
+  _globals['_CHECKPOINTEVENT']._serialized_start=2156
+  _globals['_CHECKPOINTEVENT']._serialized_end=2201
+  _globals['_ARTIFACTEVENT']._serialized_start=2203
+  _globals['_ARTIFACTEVENT']._serialized_end=2246
+  _globals['_ERROREVENT']._serialized_start=2248
+  _globals['_ERROREVENT']._serialized_end=2305
+  _globals['_STATEEVENT']._serialized_start=2307
+  _globals['_STATEEVENT']._serialized_end=2387
+  _globals['_JOBEVENT']._serialized_start=2390
+  _globals['_JOBEVENT']._serialized_end=2763
+  _globals['_JOBS']._serialized_start=2923
+  _globals['_JOBS']._serialized_end=3203
 # @@protoc_insertion_point(module_scope)

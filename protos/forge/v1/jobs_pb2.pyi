@@ -112,7 +112,7 @@ class Metrics(_message.Message):
     def __init__(self, first_loss: _Optional[float] = ..., final_loss: _Optional[float] = ..., steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., first_val_loss: _Optional[float] = ..., final_val_loss: _Optional[float] = ..., tokens_per_second: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "owner", "name", "state", "spec", "request_id", "created_at", "started_at", "finished_at", "attempts", "metrics", "artifacts", "error", "last_seq", "queue_position", "workspace")
+    __slots__ = ("id", "owner", "name", "state", "spec", "request_id", "created_at", "started_at", "finished_at", "attempts", "metrics", "artifacts", "error", "last_seq", "queue_position", "workspace", "wait_reason")
     class ArtifactsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class Job(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner: str
     name: str
@@ -152,7 +153,8 @@ class Job(_message.Message):
     last_seq: int
     queue_position: int
     workspace: str
-    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., request_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., artifacts: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., last_seq: _Optional[int] = ..., queue_position: _Optional[int] = ..., workspace: _Optional[str] = ...) -> None: ...
+    wait_reason: str
+    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., request_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., artifacts: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., last_seq: _Optional[int] = ..., queue_position: _Optional[int] = ..., workspace: _Optional[str] = ..., wait_reason: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("request_id", "spec")
