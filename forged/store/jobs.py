@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, overload
@@ -273,67 +274,84 @@ class JobStore:
         with self.db.read() as s:
             return dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())  # type: ignore[arg-type]
 
-    def _fair_queue(self) -> Any:
-        """Queued jobs with their sort key, as a subquery: (priority desc, turn, last_start, created_at, id).
+    # The queue is fair between people: priority first; within a priority, users take turns in rounds (a
+    # user's n-th queued job is in round n), and within a round the user who started a job least recently
+    # (or never) goes first, then the one whose jobs have waited longest. So one person's twenty jobs do
+    # not starve another's one, and a job's position predicts what the queue will do.
 
-        Priority first. Within a priority, users take turns in rounds: a user's n-th queued job is in round
-        n, and within a round the user who started a job least recently (or never) goes first. So one
-        person's twenty jobs do not starve another's one, and the order predicts what the queue will do.
-        """
+    def _last_starts(self, conn: Connection, owners: Iterable[str]) -> dict[str, datetime]:
         c = _JOBS.c
-        last = (
-            select(c.owner, func.max(c.started_at).label("at"))
-            .where(c.started_at.is_not(None))
+        owners = list(set(owners))
+        if not owners:
+            return {}
+        rows = conn.execute(
+            select(c.owner, func.max(c.started_at))
+            .where(c.owner.in_(owners), c.started_at.is_not(None))
             .group_by(c.owner)
-            .subquery()
         )
-        turn = func.row_number().over(partition_by=(c.owner, c.priority), order_by=(c.created_at, c.id))
-        return (
-            select(
-                c.id,
-                c.owner,
-                c.priority,
-                turn.label("turn"),
-                func.coalesce(last.c.at, _NEVER).label("last_start"),
-                c.created_at,
-            )
-            .select_from(_JOBS.outerjoin(last, last.c.owner == c.owner))
-            .where(c.state == QUEUED)
-            .subquery()
-        )
-
-    @staticmethod
-    def _queue_key(q: Any) -> list[Any]:
-        return [q.c.priority.desc(), q.c.turn, q.c.last_start, q.c.created_at, q.c.id]
+        return {owner: _utc(at) for owner, at in rows}
 
     def queue_order(self) -> list[tuple[str, str]]:
         """(job id, owner) of every queued job, in the order they will run."""
-        q = self._fair_queue()
+        c = _JOBS.c
         with self.db.connect() as conn:
-            rows = conn.execute(select(q.c.id, q.c.owner).order_by(*self._queue_key(q)))
-            return [(r.id, r.owner) for r in rows]
+            rows = list(
+                conn.execute(
+                    select(c.id, c.owner, c.priority, c.created_at)
+                    .where(c.state == QUEUED)
+                    .order_by(c.priority.desc(), c.created_at, c.id)
+                )
+            )
+            last = self._last_starts(conn, (r.owner for r in rows))
+        turns: Counter[tuple[str, int]] = Counter()
+        waiting_since: dict[tuple[str, int], datetime] = {}
+        keyed = []
+        for r in rows:
+            group = (r.owner, r.priority)
+            turns[group] += 1
+            waiting_since.setdefault(group, _utc(r.created_at))
+            user_key = (last.get(r.owner, _NEVER), waiting_since[group], r.owner)
+            keyed.append(((-r.priority, turns[group], user_key), r.id, r.owner))
+        keyed.sort(key=lambda k: k[0])
+        return [(job_id, owner) for _key, job_id, owner in keyed]
 
     def queue_position(self, job: JobRecord) -> int:
-        """1 for the next job to run; 0 when the job is not queued."""
+        """1 for the next job to run; 0 when the job is not queued. A few indexed counts, no full scan of
+        the queue, so it stays cheap with thousands of queued jobs."""
         if job.state != QUEUED:
             return 0
-        q = self._fair_queue()
+        c = _JOBS.c
+        queued_at_p = and_(c.state == QUEUED, c.priority == job.priority)
         with self.db.connect() as conn:
-            mine = conn.execute(select(q).where(q.c.id == job.id)).first()
-            if mine is None:  # it left the queue in between
-                return 0
-            # Rows whose key sorts before this job's, compared field by field (priority descending).
-            ahead = _sorts_before(
-                [
-                    (q.c.priority, mine.priority, True),
-                    (q.c.turn, mine.turn, False),
-                    (q.c.last_start, mine.last_start, False),
-                    (q.c.created_at, mine.created_at, False),
-                    (q.c.id, mine.id, False),
-                ]
+            higher = conn.scalar(select(func.count()).where(c.state == QUEUED, c.priority > job.priority))
+            mine_before = conn.scalar(
+                select(func.count()).where(
+                    queued_at_p,
+                    c.owner == job.owner,
+                    or_(c.created_at < job.created_at, and_(c.created_at == job.created_at, c.id < job.id)),
+                )
             )
-            count = conn.execute(select(func.count()).select_from(q).where(ahead)).scalar()
-        return int(count or 0) + 1
+            users = {
+                owner: (int(n), _utc(first))
+                for owner, n, first in conn.execute(
+                    select(c.owner, func.count(), func.min(c.created_at)).where(queued_at_p).group_by(c.owner)
+                )
+            }
+            last = self._last_starts(conn, users)
+        if job.owner not in users:  # it left the queue in between
+            return 0
+        turn = int(mine_before or 0) + 1
+
+        def user_key(owner: str) -> tuple[datetime, datetime, str]:
+            return (last.get(owner, _NEVER), users[owner][1], owner)
+
+        mine = user_key(job.owner)
+        others = sum(
+            min(n, turn - 1) + (1 if n >= turn and user_key(owner) < mine else 0)
+            for owner, (n, _first) in users.items()
+            if owner != job.owner
+        )
+        return int(higher or 0) + (turn - 1) + others + 1
 
     # -- state machine -----------------------------------------------------------------------------
     def transition(self, job_id: str, to: str, reason: str, error: str | None = None) -> JobRecord:
@@ -478,15 +496,6 @@ class JobStore:
                 .limit(limit)
             )
             return [json_format.Parse(p, jobs_pb2.JobEvent()) for p in rows]
-
-
-def _sorts_before(key: list[tuple[Any, Any, bool]]) -> Any:
-    """SQL for "the row sorts before `key`", compared part by part; a part is (column, value, descending)."""
-    column, value, descending = key[0]
-    first = column > value if descending else column < value
-    if len(key) == 1:
-        return first
-    return or_(first, and_(column == value, _sorts_before(key[1:])))
 
 
 def _event_row(event: jobs_pb2.JobEvent, now: datetime) -> dict[str, Any]:

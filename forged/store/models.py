@@ -36,6 +36,8 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("owner", "request_id", name="uq_jobs_owner_request"),
         Index("ix_jobs_state_priority", "state", "priority", "created_at"),
+        Index("ix_jobs_queue_by_owner", "state", "priority", "owner", "created_at"),
+        Index("ix_jobs_owner_started", "owner", "started_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
