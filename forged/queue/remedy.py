@@ -58,7 +58,7 @@ def remedy_for(error_code: str, error: str, train: dict[str, Any], previous: int
             f"{error}; resuming from the last good checkpoint with learning rate {lower:g} (was {lr:g})",
             {**train, "learning_rate": lower},
         )
-    if error_code in ("crashed", "runner_crash", "internal_error"):
+    if error_code == "crashed":  # killed by a signal, or died without a word: the same settings again
         return Remedy("crashed", f"{error}; resuming from the last checkpoint", dict(train))
     return None
 
