@@ -231,6 +231,10 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
         f"grad accum {hp.grad_accum}, {sum(p.numel() for p in trainable)} trainable LoRA parameters"
     )
 
+    # --- pre-flight ----------------------------------------------------------------------------------------
+    # Before the checkpoint's RNG state is restored, so a resumed run still matches an uninterrupted one.
+    _preflight(model, train, hp.micro_batch_size, hp.learning_rate, pad_id, device, amp_dtype)
+
     # --- resume --------------------------------------------------------------------------------------------
     ckpt_dir = Path(spec.checkpoint_dir)
     removed = checkpoint.remove_incomplete(ckpt_dir)
@@ -288,18 +292,12 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
             step_start = time.monotonic()
             learning_rate = scheduler.get_last_lr()[0]
             window = batches[pos.batch : pos.batch + hp.grad_accum]
-            try:
+            with _oom_guard(f"at step {pos.step + 1}", hp.micro_batch_size):
                 faults.maybe_oom(pos.step + 1, hp.micro_batch_size, learning_rate)
                 loss_total, tokens, window_targets = _accumulate(
                     model, train, window, pad_id, device, amp_dtype,
                     step=pos.step + 1, learning_rate=learning_rate, micro_batch_size=hp.micro_batch_size,
                 )  # fmt: skip
-            except torch.OutOfMemoryError as e:
-                raise _oom_error(pos.step + 1, hp.micro_batch_size, e) from e
-            except RuntimeError as e:
-                if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
-                    raise
-                raise _oom_error(pos.step + 1, hp.micro_batch_size, e) from e
             grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM))
             if not math.isfinite(grad_norm):
                 raise _nan_error(pos.step + 1, "gradient norm")
@@ -427,11 +425,48 @@ def _adopt_new_settings(
         scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]  # what get_last_lr() reports
 
 
-def _oom_error(step: int, micro_batch_size: int, exc: BaseException) -> RunnerError:
+def _preflight(
+    model: PeftModel,
+    train: list[Example],
+    micro_batch_size: int,
+    learning_rate: float,
+    pad_id: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> None:
+    """One forward and backward on the longest examples, so running out of memory happens in the first
+    seconds rather than hours in, when the longest batch finally comes up. No weights change."""
+    longest = sorted(train, key=lambda e: len(e.input_ids), reverse=True)[:micro_batch_size]
+    tokens = sum(len(e.input_ids) for e in longest)
+    try:
+        with _oom_guard(f"in the pre-flight step (the {len(longest)} longest examples, {tokens} tokens)",
+                        micro_batch_size):  # fmt: skip
+            faults.maybe_oom(0, micro_batch_size, learning_rate)
+            loss_sum, _ = forward_loss(model, collate(longest, pad_id), device, amp_dtype)
+            loss_sum.backward()
+    finally:
+        model.zero_grad(set_to_none=True)
+    events.log(f"pre-flight: the longest micro-batch ({tokens} tokens) fits in memory")
+
+
+@contextmanager
+def _oom_guard(where: str, micro_batch_size: int) -> Iterator[None]:
+    """Out-of-memory, from CUDA or from the host allocator, becomes the `oom` error forged heals."""
+    try:
+        yield
+    except torch.OutOfMemoryError as e:
+        raise _oom_error(where, micro_batch_size, e) from e
+    except RuntimeError as e:
+        if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
+            raise
+        raise _oom_error(where, micro_batch_size, e) from e
+
+
+def _oom_error(where: str, micro_batch_size: int, exc: BaseException) -> RunnerError:
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return RunnerError(
         "oom",
-        f"out of memory at step {step} with micro-batch {micro_batch_size}: {first_line}",
+        f"out of memory {where} with micro-batch {micro_batch_size}: {first_line}",
         hint="forged retries from the last checkpoint with a smaller micro-batch",
         exit_code=EXIT_CRASH,
     )

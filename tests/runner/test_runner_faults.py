@@ -103,3 +103,16 @@ def test_a_malformed_fault_list_is_bad_input(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "FORGE_FAULTS" in proc.stdout
     assert not os.path.exists(tmp_path / "output" / "adapter")
+
+
+def test_the_preflight_step_tries_the_longest_batch_before_any_training(
+    reference: RunResult, tmp_path: Path
+) -> None:
+    assert any(e["message"].startswith("pre-flight: the longest micro-batch") for e in reference.of("log"))
+
+    spec = write_spec(tmp_path, **HPARAMS)
+    done = run_with_faults(spec, tmp_path, [{"kind": "oom", "step": 0, "while_micro_batch_over": 1}])
+    assert done.rc == EXIT_CRASH
+    error = done.of("error")[-1]
+    assert error["code"] == "oom" and "pre-flight" in error["message"]
+    assert done.of("step") == [] and done.of("checkpoint") == [], "it failed before any work was spent"
