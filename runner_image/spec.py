@@ -65,6 +65,9 @@ class HParams(_Strict):
     )
     eval_every: int = Field(20, ge=0, description="optimizer steps between evals; 0: only baseline and end")
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, about a third slower"
+    )
 
 
 class RunnerSpec(_Strict):

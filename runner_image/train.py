@@ -161,7 +161,14 @@ def fingerprint(spec: RunnerSpec) -> str:
     # forged's self-healing may resume a job with a smaller micro-batch (same effective batch) or a lower
     # learning rate; those continue the same run, so they are not part of its identity.
     hp = spec.hparams.model_dump(
-        exclude={"checkpoint_every", "eval_every", "micro_batch_size", "grad_accum", "learning_rate"}
+        exclude={
+            "checkpoint_every",
+            "eval_every",
+            "micro_batch_size",
+            "grad_accum",
+            "learning_rate",
+            "gradient_checkpointing",
+        }
     )
     hp["effective_batch"] = spec.hparams.micro_batch_size * spec.hparams.grad_accum
     ident = {
@@ -208,6 +215,11 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
         bias="none",
         task_type="CAUSAL_LM",
     )
+    if hp.gradient_checkpointing:
+        # Non-reentrant checkpointing restores the RNG state when it recomputes, so dropout matches.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # the frozen embeddings' output must carry grad for LoRA
+        events.log("gradient checkpointing on: less memory for activations, slower steps")
     try:
         model = get_peft_model(model.to(device), lora)
     except ValueError as e:

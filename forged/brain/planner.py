@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from forge.train_fields import OVERRIDABLE_FIELDS
+from forge.train_fields import HEALING_FIELDS, OVERRIDABLE_FIELDS
 from pydantic import BaseModel, ConfigDict
 
 from forged.brain.ingest import DataError
@@ -27,7 +27,7 @@ TINY_MODEL = "tiny"
 SPEC_FIELDS: tuple[str, ...] = (*OVERRIDABLE_FIELDS, "goal")
 
 # TrainSpec fields that are not hyper-parameters: the daemon fills them, the planner leaves them alone.
-_NOT_PLANNED = frozenset({"train_data", "val_data", "export"})
+_NOT_PLANNED = frozenset({"train_data", "val_data", "export", *HEALING_FIELDS})
 _ALIASES = {"batch_size": "micro_batch_size", "lr": "learning_rate", "rank": "lora_rank"}
 
 CHARS_PER_TOKEN = 3.5

@@ -31,23 +31,12 @@ def _smaller_micro_batch(micro: int) -> int:
     return 1
 
 
-def remedy_for(error_code: str, error: str, train: dict[str, Any], previous: int) -> Remedy | None:
-    """`previous`: how many earlier attempts of this job already ended in a remedy."""
-    if previous >= MAX_REMEDIES:
+def remedy_for(error_code: str, error: str, train: dict[str, Any], previous: list[str]) -> Remedy | None:
+    """`previous`: the outcomes of this job's earlier attempts that already ended in a remedy."""
+    if len(previous) >= MAX_REMEDIES:
         return None
     if error_code == "oom":
-        micro = int(train.get("micro_batch_size") or 1)
-        accum = int(train.get("grad_accum") or 1)
-        if micro <= 1:
-            return None
-        smaller = _smaller_micro_batch(micro)
-        new_accum = accum * micro // smaller
-        return Remedy(
-            "oom",
-            f"{error}; resuming from the last checkpoint with micro-batch {smaller} x accumulation "
-            f"{new_accum} (was {micro} x {accum}, same effective batch {micro * accum})",
-            {**train, "micro_batch_size": smaller, "grad_accum": new_accum},
-        )
+        return _less_memory(error, train, previous.count("oom"))
     if error_code == "nan_loss":
         lr = float(train.get("learning_rate") or 0.0)
         lower = lr / 2
@@ -63,12 +52,39 @@ def remedy_for(error_code: str, error: str, train: dict[str, Any], previous: int
     return None
 
 
-def diagnosis(error_code: str, error: str, previous: int) -> str:
+def _less_memory(error: str, train: dict[str, Any], earlier_ooms: int) -> Remedy | None:
+    """The ladder: a smaller micro-batch first, then gradient checkpointing, then smaller micro-batches."""
+    micro = int(train.get("micro_batch_size") or 1)
+    accum = int(train.get("grad_accum") or 1)
+    checkpointing = bool(train.get("gradient_checkpointing"))
+    if not checkpointing and (earlier_ooms >= 1 or micro <= 1):
+        return Remedy(
+            "oom",
+            f"{error}; resuming from the last checkpoint with gradient checkpointing (activations are "
+            "recomputed instead of kept: less memory, slower steps)",
+            {**train, "gradient_checkpointing": True},
+        )
+    if micro <= 1:
+        return None
+    smaller = _smaller_micro_batch(micro)
+    new_accum = accum * micro // smaller
+    return Remedy(
+        "oom",
+        f"{error}; resuming from the last checkpoint with micro-batch {smaller} x accumulation "
+        f"{new_accum} (was {micro} x {accum}, same effective batch {micro * accum})",
+        {**train, "micro_batch_size": smaller, "grad_accum": new_accum},
+    )
+
+
+def diagnosis(error_code: str, error: str, previous: list[str]) -> str:
     """The final word when no remedy is left."""
-    if previous >= MAX_REMEDIES:
-        return f"{error} (gave up after {previous} automatic retries)"
+    if len(previous) >= MAX_REMEDIES:
+        return f"{error} (gave up after {len(previous)} automatic retries)"
     if error_code == "oom":
-        return f"{error}; even micro-batch 1 does not fit: use a smaller model or a shorter max_seq_len"
+        return (
+            f"{error}; even micro-batch 1 with gradient checkpointing does not fit: use a smaller model "
+            "or a shorter max_seq_len"
+        )
     if error_code == "nan_loss":
         return f"{error}; the learning rate is already at its floor: check the data for broken examples"
     return error

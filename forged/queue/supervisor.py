@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from forge.train_fields import HPARAM_FIELDS
+from forge.train_fields import RUNNER_FIELDS
 from forge.v1 import jobs_pb2
 from google.protobuf import json_format
 
@@ -195,7 +195,7 @@ class Supervisor:
         if code == EXIT_BAD_INPUT:
             self._finish("rejected", self._last_error, J.FAILED, error=self._explained())
             return
-        previous = sum(1 for a in job.attempts if a.outcome in remedy.REMEDIED_OUTCOMES)
+        previous = [a.outcome for a in job.attempts if a.outcome in remedy.REMEDIED_OUTCOMES]
         train = job.spec.get("train", {})
         cure = remedy.remedy_for(self._last_error_code, self._last_error, train, previous)
         if cure is None:
@@ -237,7 +237,7 @@ class Supervisor:
             **files,
             "output_dir": str(self.workspace / "output"),
             "checkpoint_dir": str(self.workspace / "checkpoints"),
-            "hparams": {k: spec[k] for k in HPARAM_FIELDS if k in spec},
+            "hparams": {k: spec[k] for k in RUNNER_FIELDS if k in spec},
         }
         path = self.workspace / "runner_spec.json"
         tmp = path.with_suffix(".tmp")

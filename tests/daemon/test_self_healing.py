@@ -46,5 +46,9 @@ def test_a_job_that_cannot_be_healed_fails_with_a_diagnosis(tmp_path: Path) -> N
         done = forged.wait_until(job.id, lambda j: j.state in TERMINAL)
 
         assert done.state == S.JOB_STATE_FAILED
-        assert [a.outcome for a in done.attempts] == ["oom", "failed"]
-        assert "even micro-batch 1 does not fit" in done.error
+        # The ladder: a smaller micro-batch, then gradient checkpointing, then nothing is left.
+        assert [a.outcome for a in done.attempts] == ["oom", "oom", "failed"]
+        assert "micro-batch 1 x accumulation 2" in done.attempts[0].reason
+        assert "gradient checkpointing" in done.attempts[1].reason
+        assert (done.spec.train.micro_batch_size, done.spec.train.gradient_checkpointing) == (1, True)
+        assert "even micro-batch 1 with gradient checkpointing does not fit" in done.error

@@ -116,3 +116,13 @@ def test_the_preflight_step_tries_the_longest_batch_before_any_training(
     error = done.of("error")[-1]
     assert error["code"] == "oom" and "pre-flight" in error["message"]
     assert done.of("step") == [] and done.of("checkpoint") == [], "it failed before any work was spent"
+
+
+def test_gradient_checkpointing_trains_the_same_run(reference: RunResult, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, **{**HPARAMS, "gradient_checkpointing": True})
+    done = run_with_faults(spec, tmp_path)
+    assert done.rc == 0, done.stderr
+    assert any("gradient checkpointing on" in e["message"] for e in done.of("log"))
+    expected = losses(reference)
+    for step, loss in losses(done).items():
+        assert loss == pytest.approx(expected[step], rel=1e-3), step

@@ -26,7 +26,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class TrainSpec(_message.Message):
-    __slots__ = ("model", "train_data", "val_data", "epochs", "max_steps", "micro_batch_size", "grad_accum", "learning_rate", "lora_rank", "lora_alpha", "lora_dropout", "max_seq_len", "seed", "checkpoint_every", "eval_every", "warmup_ratio", "goal", "export")
+    __slots__ = ("model", "train_data", "val_data", "epochs", "max_steps", "micro_batch_size", "grad_accum", "learning_rate", "lora_rank", "lora_alpha", "lora_dropout", "max_seq_len", "seed", "checkpoint_every", "eval_every", "warmup_ratio", "goal", "export", "gradient_checkpointing")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TRAIN_DATA_FIELD_NUMBER: _ClassVar[int]
     VAL_DATA_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class TrainSpec(_message.Message):
     WARMUP_RATIO_FIELD_NUMBER: _ClassVar[int]
     GOAL_FIELD_NUMBER: _ClassVar[int]
     EXPORT_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     model: str
     train_data: str
     val_data: str
@@ -63,7 +64,8 @@ class TrainSpec(_message.Message):
     warmup_ratio: float
     goal: str
     export: bool
-    def __init__(self, model: _Optional[str] = ..., train_data: _Optional[str] = ..., val_data: _Optional[str] = ..., epochs: _Optional[int] = ..., max_steps: _Optional[int] = ..., micro_batch_size: _Optional[int] = ..., grad_accum: _Optional[int] = ..., learning_rate: _Optional[float] = ..., lora_rank: _Optional[int] = ..., lora_alpha: _Optional[int] = ..., lora_dropout: _Optional[float] = ..., max_seq_len: _Optional[int] = ..., seed: _Optional[int] = ..., checkpoint_every: _Optional[int] = ..., eval_every: _Optional[int] = ..., warmup_ratio: _Optional[float] = ..., goal: _Optional[str] = ..., export: _Optional[bool] = ...) -> None: ...
+    gradient_checkpointing: bool
+    def __init__(self, model: _Optional[str] = ..., train_data: _Optional[str] = ..., val_data: _Optional[str] = ..., epochs: _Optional[int] = ..., max_steps: _Optional[int] = ..., micro_batch_size: _Optional[int] = ..., grad_accum: _Optional[int] = ..., learning_rate: _Optional[float] = ..., lora_rank: _Optional[int] = ..., lora_alpha: _Optional[int] = ..., lora_dropout: _Optional[float] = ..., max_seq_len: _Optional[int] = ..., seed: _Optional[int] = ..., checkpoint_every: _Optional[int] = ..., eval_every: _Optional[int] = ..., warmup_ratio: _Optional[float] = ..., goal: _Optional[str] = ..., export: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("name", "priority", "gpus", "train")
