@@ -62,7 +62,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, "no training data: upload it and prepare it first"
             )
         for label, digest in (("training", train.train_data), ("validation", train.val_data)):
-            if digest and self.blobs.lookup(digest, None if who.admin else who.name) is None:
+            if digest and not self.blobs.may_read(digest, None if who.admin else who.name):
                 raise ApiError(
                     grpc.StatusCode.INVALID_ARGUMENT, f"{label} data {digest} is not an artifact of yours"
                 )

@@ -26,6 +26,9 @@ class BlobStore:
     def __init__(self, root: Path, db: Database) -> None:
         self.root = root
         self.db = db
+        # (digest, owner) pairs known readable. Blobs and ownership are never taken away (there is no
+        # garbage collection yet; when there is, it must clear this), so a yes stays a yes.
+        self._readable: set[tuple[str, str | None]] = set()
         (root / "tmp").mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
@@ -73,6 +76,15 @@ class BlobStore:
                 s.add(ArtifactOwner(digest=digest, owner=owner, name=name))
             else:
                 link.name = name
+
+    def may_read(self, digest: str, owner: str | None) -> bool:
+        """Whether the blob exists and `owner` may read it: asked on every Submit, so remembered."""
+        if (digest, owner) in self._readable:
+            return True
+        if self.lookup(digest, owner) is None:
+            return False
+        self._readable.add((digest, owner))
+        return True
 
     def lookup(self, digest: str, owner: str | None) -> tuple[int, str] | None:
         """(size, name) if the blob exists and `owner` may read it (None: any owner, for admins)."""
