@@ -50,7 +50,6 @@ class Daemon:
         self.scheduler = Scheduler(
             self.store,
             self.blobs,
-            self.bus,
             LocalExecutor(),
             max_running=config.max_running_jobs,
             max_per_user=config.max_jobs_per_user,

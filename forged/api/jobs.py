@@ -94,7 +94,6 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             workspace_root=str(self.jobs_root),
         )
         if created:
-            self.bus.notify(job.id)
             self.scheduler.poke()
         return self._pb(job)
 
@@ -115,12 +114,12 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         states = [PB_TO_STATE[s] for s in request.states if s in PB_TO_STATE]
         jobs = self.store.list(owner, states, limit=request.limit or 100)
         order = {jid: i + 1 for i, (jid, _owner) in enumerate(self.store.queue_order())}
-        return jobs_pb2.ListJobsResponse(
-            jobs=[
-                job_to_pb(j, order.get(j.id, 0), self.scheduler.wait_reason(j, order.get(j.id, 0)))
-                for j in jobs
-            ]
-        )
+
+        def pb(job: JobRecord) -> jobs_pb2.Job:
+            position = order.get(job.id, 0)
+            return job_to_pb(job, position, self.scheduler.wait_reason(job, position))
+
+        return jobs_pb2.ListJobsResponse(jobs=[pb(j) for j in jobs])
 
     @unary
     def Cancel(self, request: jobs_pb2.CancelJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
@@ -128,7 +127,6 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         if job.terminal:
             return self._pb(job)
         job = self.store.request_cancel(job.id)
-        self.bus.notify(job.id)
         self.scheduler.cancel(job.id)
         self.scheduler.wait_idle(job.id, timeout=10.0)
         return self._pb(self.store.get(job.id))

@@ -25,6 +25,7 @@ class _Tail:
     events: deque[jobs_pb2.JobEvent] = field(default_factory=lambda: deque(maxlen=TAIL_EVENTS))
     version: int = 0
     terminal: bool = False
+    waiters: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,12 @@ class EventBus:
         return tail
 
     def _evict(self) -> None:
-        # Oldest first, and never a tail someone may be waiting on: its version must keep counting.
+        # Least recently used first, never a tail someone is waiting on (its version must keep counting).
+        # A watcher that finds its job's tail gone reads the database instead, so eviction loses nothing.
         for job_id in list(self._tails):
             if len(self._tails) <= self._tail_jobs:
                 return
-            if self._tails[job_id].terminal:
+            if not self._tails[job_id].waiters:
                 del self._tails[job_id]
 
     def publish(self, events: list[jobs_pb2.JobEvent]) -> None:
@@ -86,13 +88,6 @@ class EventBus:
             for tail in touched:
                 tail.cond.notify_all()
 
-    def notify(self, job_id: str) -> None:
-        """Something about the job changed that is not an event (say, the queue moved)."""
-        with self._lock:
-            tail = self._tail(job_id)
-            tail.version += 1
-            tail.cond.notify_all()
-
     def snapshot(self, job_id: str, after_seq: int) -> Snapshot:
         with self._lock:
             tail = self._tail(job_id)
@@ -101,15 +96,15 @@ class EventBus:
                 return Snapshot(tail.version, None, tail.terminal)
             return Snapshot(tail.version, [e for e in tail.events if e.seq > after_seq], tail.terminal)
 
-    def version(self, job_id: str) -> int:
-        with self._lock:
-            return self._tail(job_id).version
-
     def wait(self, job_id: str, seen_version: int, timeout: float) -> int:
         """Block until job_id changes after seen_version (or timeout / close); returns the new version."""
         with self._lock:
             tail = self._tail(job_id)
-            tail.cond.wait_for(lambda: self._closed or tail.version != seen_version, timeout)
+            tail.waiters += 1
+            try:
+                tail.cond.wait_for(lambda: self._closed or tail.version != seen_version, timeout)
+            finally:
+                tail.waiters -= 1
             return tail.version
 
     def close(self) -> None:

@@ -10,7 +10,6 @@ import structlog
 
 from forged.executors.base import Executor
 from forged.executors.local import stop_stale_process
-from forged.queue.bus import EventBus
 from forged.queue.supervisor import Supervisor
 from forged.store import jobs as J
 from forged.store.blobs import BlobStore
@@ -24,7 +23,6 @@ class Scheduler:
         self,
         store: JobStore,
         blobs: BlobStore,
-        bus: EventBus,
         executor: Executor,
         max_running: int = 1,
         stale_grace: float = 60.0,
@@ -32,7 +30,6 @@ class Scheduler:
     ) -> None:
         self.store = store
         self.blobs = blobs
-        self.bus = bus
         self.executor = executor
         self.max_running = max_running
         self.max_per_user = max_per_user
@@ -64,7 +61,6 @@ class Scheduler:
                 self.store.finish_attempt(
                     job.id, "interrupted", "forged restarted; resumes from the last checkpoint", J.QUEUED
                 )
-            self.bus.notify(job.id)
             recovered += 1
         if recovered:
             log.info("jobs_recovered", count=recovered)
@@ -134,8 +130,7 @@ class Scheduler:
             job = self.store.claim(job_id, self.host)
             if job is None:
                 continue
-            self.bus.notify(job_id)
-            sup = Supervisor(job, self.store, self.blobs, self.bus, self.executor, on_done=self.poke)
+            sup = Supervisor(job, self.store, self.blobs, self.executor, on_done=self.poke)
             with self._lock:
                 # Started under the lock: others treat a registered supervisor's thread as joinable.
                 self._active[job_id] = sup

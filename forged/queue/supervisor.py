@@ -19,7 +19,6 @@ from google.protobuf import json_format
 from forged.executors.base import EXIT_BAD_INPUT, EXIT_PREEMPTED, Executor, RunHandle, RunRequest
 from forged.models.resolve import ModelError, resolve
 from forged.queue import remedy
-from forged.queue.bus import EventBus
 from forged.store import jobs as J
 from forged.store.blobs import BlobStore
 from forged.store.jobs import JobRecord, JobStore
@@ -57,7 +56,6 @@ class Supervisor:
         job: JobRecord,
         store: JobStore,
         blobs: BlobStore,
-        bus: EventBus,
         executor: Executor,
         on_done: Callable[[], None] = lambda: None,
     ) -> None:
@@ -65,7 +63,6 @@ class Supervisor:
         self.job = job
         self.store = store
         self.blobs = blobs
-        self.bus = bus
         self.executor = executor
         self.workspace = Path(job.workspace)
         self._handle: RunHandle | None = None
@@ -102,8 +99,7 @@ class Supervisor:
             self._last_error = event.error.message
             self._last_error_code = event.error.code
             self._last_hint = event.error.hint
-        self.store.append_event(self.job.id, event)
-        self.bus.notify(self.job.id)
+        self.store.append_event(self.job.id, event)  # the store publishes it to watchers on commit
 
     def daemon_log(self, message: str, level: str = "info") -> None:
         self.emit(jobs_pb2.JobEvent(log=jobs_pb2.LogEvent(level=level, message=message, source="daemon")))
@@ -117,7 +113,6 @@ class Supervisor:
         train: dict[str, Any] | None = None,
     ) -> None:
         self.store.finish_attempt(self.job.id, outcome, reason, to, error, train=train)
-        self.bus.notify(self.job.id)
         log.info("attempt_finished", job=self.job.id, outcome=outcome, state=to, reason=reason)
 
     def _run(self) -> None:
