@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from runner_image import checkpoint, events, faults
-from runner_image.data import IGNORE_INDEX, Example, collate, ensure_pad_token, epoch_order, load_dataset
+from runner_image import attention, checkpoint, events, faults
+from runner_image.batching import Batch, batch_tokens, model_inputs, pack
+from runner_image.data import IGNORE_INDEX, Example, ensure_pad_token, epoch_order, load_dataset
 from runner_image.data import micro_batches as split_micro_batches
 from runner_image.errors import EXIT_CRASH, EXIT_OK, EXIT_PREEMPTED, RunnerError
 from runner_image.signals import StopFlag
@@ -97,12 +98,10 @@ def logits_only_at(model: PeftModel, positions: torch.Tensor) -> Iterator[None]:
 
 
 def forward_loss(
-    model: PeftModel, batch: dict[str, torch.Tensor], device: torch.device, amp_dtype: torch.dtype | None
+    model: PeftModel, batch: Batch, device: torch.device, amp_dtype: torch.dtype | None
 ) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the trained tokens of one micro-batch, and how many tokens that is."""
-    input_ids = batch["input_ids"].to(device)
+    """Summed cross-entropy over the trained tokens of one micro-batch (packed or padded), and their count."""
     labels = batch["labels"].to(device)
-    attention_mask = batch["attention_mask"].to(device)
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     # The hidden state at position t predicts token t+1.
@@ -111,7 +110,7 @@ def forward_loss(
         logits_only_at(model, positions),
         torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None),
     ):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        logits = model(**model_inputs(batch, device), use_cache=False).logits
     n = int(keep.sum())
     if logits.dim() != 2 or logits.shape[0] != n:
         raise RuntimeError(f"unexpected logits shape {tuple(logits.shape)} for {n} trained positions")
@@ -123,7 +122,6 @@ def evaluate(
     model: PeftModel,
     examples: list[Example],
     micro_batch_size: int,
-    pad_id: int,
     device: torch.device,
     amp_dtype: torch.dtype | None,
 ) -> float:
@@ -131,9 +129,7 @@ def evaluate(
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(examples), micro_batch_size):
-        loss_sum, n = forward_loss(
-            model, collate(examples[i : i + micro_batch_size], pad_id), device, amp_dtype
-        )
+        loss_sum, n = forward_loss(model, pack(examples[i : i + micro_batch_size]), device, amp_dtype)
         total += loss_sum.item()
         count += n
     model.train()
@@ -193,7 +189,6 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
     device, amp_dtype = pick_device()
     events.log(f"device {device.type}, {'bf16 autocast' if amp_dtype else 'fp32'}, job {spec.job_id}")
     model, tokenizer, vocab_grew = load_base(spec.model, amp_dtype)
-    pad_id = int(tokenizer.pad_token_id)
 
     train_set = load_dataset(spec.train_file, tokenizer, hp.max_seq_len, "train")
     val_set = load_dataset(spec.val_file, tokenizer, hp.max_seq_len, "val") if spec.val_file else None
@@ -220,6 +215,8 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # the frozen embeddings' output must carry grad for LoRA
         events.log("gradient checkpointing on: less memory for activations, slower steps")
+    kernel = attention.choose(model, device)
+    events.log(f"padding-free batches: each micro-batch is one packed row; attention kernel {kernel}")
     try:
         model = get_peft_model(model.to(device), lora)
     except ValueError as e:
@@ -245,7 +242,7 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
 
     # --- pre-flight ----------------------------------------------------------------------------------------
     # Before the checkpoint's RNG state is restored, so a resumed run still matches an uninterrupted one.
-    _preflight(model, train, hp.micro_batch_size, hp.learning_rate, pad_id, device, amp_dtype)
+    _preflight(model, train, hp.micro_batch_size, hp.learning_rate, device, amp_dtype)
 
     # --- resume --------------------------------------------------------------------------------------------
     ckpt_dir = Path(spec.checkpoint_dir)
@@ -281,7 +278,7 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
     def run_eval() -> None:
         nonlocal last_eval_step
         assert val_set is not None
-        val_loss = evaluate(model, val_set.examples, hp.micro_batch_size, pad_id, device, amp_dtype)
+        val_loss = evaluate(model, val_set.examples, hp.micro_batch_size, device, amp_dtype)
         if pos.first_val_loss is None:
             pos.first_val_loss = val_loss
         pos.final_val_loss = val_loss
@@ -307,7 +304,7 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
             with _oom_guard(f"at step {pos.step + 1}", hp.micro_batch_size):
                 faults.maybe_oom(pos.step + 1, hp.micro_batch_size, learning_rate)
                 loss_total, tokens, window_targets = _accumulate(
-                    model, train, window, pad_id, device, amp_dtype,
+                    model, train, window, device, amp_dtype,
                     step=pos.step + 1, learning_rate=learning_rate, micro_batch_size=hp.micro_batch_size,
                 )  # fmt: skip
             grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM))
@@ -369,6 +366,7 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
             "total_steps": total_steps,
             # This attempt only: a resumed run does not know how fast the earlier attempts were.
             "tokens_per_second": train_tokens / train_seconds if train_seconds > 0 else None,
+            "train_tokens": train_tokens,
             "base_model": TINY_NAME if spec.model.kind == "tiny" else spec.model.path,
         },
     )
@@ -380,7 +378,6 @@ def _accumulate(
     model: PeftModel,
     train: list[Example],
     window: list[list[int]],
-    pad_id: int,
     device: torch.device,
     amp_dtype: torch.dtype | None,
     *,
@@ -389,7 +386,7 @@ def _accumulate(
     micro_batch_size: int,
 ) -> tuple[float, int, int]:
     """Forward and backward over one accumulation window; returns (summed loss, tokens, trained tokens)."""
-    batches = [collate([train[i] for i in mb], pad_id) for mb in window]
+    batches = [pack([train[i] for i in mb]) for mb in window]
     # Normalise by the trained tokens of the whole accumulation window, so every token weighs the same
     # however the examples fall into micro-batches (which is what lets self-healing change the split).
     window_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
@@ -401,7 +398,7 @@ def _accumulate(
             raise _nan_error(step, "loss")
         (loss_sum / window_targets).backward()
         loss_total += loss_sum.item()
-        tokens += int(batch["attention_mask"].sum())
+        tokens += batch_tokens(batch)
     return loss_total, tokens, window_targets
 
 
@@ -442,7 +439,6 @@ def _preflight(
     train: list[Example],
     micro_batch_size: int,
     learning_rate: float,
-    pad_id: int,
     device: torch.device,
     amp_dtype: torch.dtype | None,
 ) -> None:
@@ -454,7 +450,7 @@ def _preflight(
         with _oom_guard(f"in the pre-flight step (the {len(longest)} longest examples, {tokens} tokens)",
                         micro_batch_size):  # fmt: skip
             faults.maybe_oom(0, micro_batch_size, learning_rate)
-            loss_sum, _ = forward_loss(model, collate(longest, pad_id), device, amp_dtype)
+            loss_sum, _ = forward_loss(model, pack(longest), device, amp_dtype)
             loss_sum.backward()
     finally:
         model.zero_grad(set_to_none=True)
