@@ -134,6 +134,7 @@ def train_step() -> dict:
     ensure_pad_token(tokenizer)
     model = build_tiny_model(tokenizer).to(device)
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS, bias="none", task_type="CAUSAL_LM")
+    torch.manual_seed(0)  # LoRA's random init: the same step, and report, on every run on the same hardware
     model = get_peft_model(model, lora)
     model.train()
     example, _ = tokenize_example(tokenizer, _SMOKE_CHAT, max_seq_len=64, where="smoke example")
