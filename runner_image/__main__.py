@@ -1,7 +1,8 @@
 """`python -m runner_image run --spec SPEC.json`: the trainer forged starts (see docs/runner-protocol.md).
 
 Also `python -m runner_image build-tiny --out DIR`, which writes the built-in tiny model as an ordinary
-Hugging Face directory (for export and tests).
+Hugging Face directory (for export and tests), and `python -m runner_image smoke`, which reports as JSON
+whether this image can train on this machine (runner_image/smoke.py; docs/runner-images.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--spec", required=True, help="path to the runner spec JSON")
     tiny = sub.add_parser("build-tiny", help="save the built-in tiny model and tokenizer as an HF directory")
     tiny.add_argument("--out", required=True, help="directory to write")
+    sub.add_parser("smoke", help="check that this image can train on this machine; prints a JSON report")
     return parser
 
 
@@ -62,6 +64,13 @@ def _build_tiny(out: str) -> int:
     return EXIT_OK
 
 
+def _smoke() -> int:
+    _quiet_libraries()
+    from runner_image.smoke import main as smoke_main
+
+    return smoke_main()
+
+
 def main(argv: list[str] | None = None) -> int:
     # The runner never talks to the Hugging Face Hub: models come from local directories (or are built), and a
     # lookup without network can hang on DNS. Set before anything imports huggingface_hub.
@@ -80,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args.spec)
+        if args.command == "smoke":
+            return _smoke()
         return _build_tiny(args.out)
     except RunnerError as e:
         events.error(e.code, e.message, e.hint)
