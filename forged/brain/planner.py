@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from forge.train_fields import HEALING_FIELDS, OVERRIDABLE_FIELDS
 from pydantic import BaseModel, ConfigDict
 
-from forged.brain.ingest import DataError
+from forged.brain.ingest import TEXT_LAYOUT, DataError
 
 BRAIN = "offline"
 TINY_MODEL = "tiny"
@@ -33,6 +33,9 @@ _ALIASES = {"batch_size": "micro_batch_size", "lr": "learning_rate", "rank": "lo
 CHARS_PER_TOKEN = 3.5
 SEQ_LEN_MULTIPLE = 64
 SEQ_LEN_MIN, SEQ_LEN_MAX = 128, 2048
+# Chunk length for plain-text (continued pre-training) data: long enough for paragraph-level context, short
+# enough that a small GPU (or the CPU pipeline check) trains a micro-batch of 8 without trouble.
+TEXT_CHUNK_LEN = 512
 MICRO_BATCH = 8
 
 # PRD "SmolLM produces NaN" fix, as adapted for LoRA: the PRD's 1e-5 barely moves a LoRA adapter, so the
@@ -234,17 +237,16 @@ def plan(
     choose("lora_rank", 16, "enough capacity for style and format changes at a small memory cost")
     choose("lora_alpha", 32, "alpha = 2 × rank, the usual LoRA scaling")
 
-    tokens_p95 = chars_p95 / CHARS_PER_TOKEN
-    fitted = math.ceil(tokens_p95 / SEQ_LEN_MULTIPLE) * SEQ_LEN_MULTIPLE
-    seq_default = min(SEQ_LEN_MAX, max(SEQ_LEN_MIN, fitted))
-    seq_reason = (
-        f"95% of examples are under ~{math.ceil(tokens_p95)} tokens (chars/{CHARS_PER_TOKEN} estimate)"
-    )
-    if fitted > SEQ_LEN_MAX:
-        seq_reason += f"; capped at {SEQ_LEN_MAX} to keep memory predictable"
-    tokens_max = math.ceil(chars_max / CHARS_PER_TOKEN)
-    if tokens_max > seq_default:
-        seq_reason += f"; longer ones (up to ~{tokens_max} tokens) are truncated"
+    if _layout(stats) == TEXT_LAYOUT:
+        # Documents are concatenated and cut into chunks, so no document is truncated and every chunk is
+        # full: the length is a context size to learn from, not a fit to the examples.
+        seq_default = TEXT_CHUNK_LEN
+        seq_reason = (
+            f"plain text is joined and cut into chunks of {TEXT_CHUNK_LEN} tokens, every token trained; "
+            "longer chunks give more context per example at more memory"
+        )
+    else:
+        seq_default, seq_reason = _fitted_seq_len(chars_p95, chars_max)
     choose("max_seq_len", seq_default, seq_reason)
 
     choose("seed", 42, "fixed seed, so a rerun gives the same result")
@@ -368,6 +370,24 @@ def _normalize_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
             raise PlanError(f"{key} {value!r} is not valid: give {rule.expect}")
         user[key] = coerced
     return user
+
+
+def _fitted_seq_len(chars_p95: int, chars_max: int) -> tuple[int, str]:
+    tokens_p95 = chars_p95 / CHARS_PER_TOKEN
+    fitted = math.ceil(tokens_p95 / SEQ_LEN_MULTIPLE) * SEQ_LEN_MULTIPLE
+    seq_len = min(SEQ_LEN_MAX, max(SEQ_LEN_MIN, fitted))
+    reason = f"95% of examples are under ~{math.ceil(tokens_p95)} tokens (chars/{CHARS_PER_TOKEN} estimate)"
+    if fitted > SEQ_LEN_MAX:
+        reason += f"; capped at {SEQ_LEN_MAX} to keep memory predictable"
+    tokens_max = math.ceil(chars_max / CHARS_PER_TOKEN)
+    if tokens_max > seq_len:
+        reason += f"; longer ones (up to ~{tokens_max} tokens) are truncated"
+    return seq_len, reason
+
+
+def _layout(stats: StatsLike | Mapping[str, Any]) -> str:
+    value = stats.get("layout", "") if isinstance(stats, Mapping) else getattr(stats, "layout", "")
+    return value if isinstance(value, str) else ""
 
 
 def _stat(stats: StatsLike | Mapping[str, Any], field: str) -> int:
