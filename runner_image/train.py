@@ -28,6 +28,7 @@ from runner_image import checkpoint, events, faults
 from runner_image.data import IGNORE_INDEX, Example, collate, ensure_pad_token, epoch_order, load_dataset
 from runner_image.data import micro_batches as split_micro_batches
 from runner_image.errors import EXIT_CRASH, EXIT_OK, EXIT_PREEMPTED, RunnerError
+from runner_image.format_check import format_preflight
 from runner_image.signals import StopFlag
 from runner_image.spec import HParams, ModelRef, RunnerSpec
 from runner_image.tiny import PIPELINE_CHECK_WARNING, build_tiny_model, load_tiny_tokenizer
@@ -197,6 +198,7 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
 
     train_set = load_dataset(spec.train_file, tokenizer, hp.max_seq_len, "train")
     val_set = load_dataset(spec.val_file, tokenizer, hp.max_seq_len, "val") if spec.val_file else None
+    format_preflight(train_set, tokenizer, hp.max_seq_len)
     for note in train_set.notes + (val_set.notes if val_set else []):
         events.log(note, level="warning")
     train = train_set.examples
