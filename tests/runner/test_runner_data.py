@@ -169,6 +169,14 @@ def test_all_masked_dataset_is_bad_data(tiny_tokenizer: PreTrainedTokenizerBase,
     assert info.value.code == "no_trainable_examples" and info.value.exit_code == EXIT_BAD_INPUT
 
 
+def test_weight_zero_everywhere_is_bad_data(tiny_tokenizer: PreTrainedTokenizerBase, tmp_path: Path) -> None:
+    draft = {"role": "assistant", "content": "draft", "weight": 0}
+    rows = [{"messages": [{"role": "user", "content": f"question {i}"}, draft]} for i in range(3)]
+    with pytest.raises(RunnerError) as info:
+        load_dataset(_write_jsonl(tmp_path / "t.jsonl", rows), tiny_tokenizer, max_seq_len=64)
+    assert info.value.code == "no_trainable_examples" and "weight 1" in info.value.hint
+
+
 @pytest.mark.parametrize(
     ("line", "needle"),
     [

@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from runner_image.data import IGNORE_INDEX, Dataset, ensure_pad_token, render, tokenize_example
+from runner_image.data import (
+    IGNORE_INDEX,
+    Dataset,
+    ensure_pad_token,
+    render,
+    tokenize_documents,
+    tokenize_example,
+)
 from runner_image.errors import RunnerError
 from runner_image.format_check import CODE, check_format, render_trained
 from runner_image.tiny import load_tiny_tokenizer
@@ -156,3 +163,23 @@ def test_format_check_rejects_an_all_masked_dataset(family: str) -> None:
     with pytest.raises(RunnerError) as info:
         check_format(Dataset([example], ["chat"]), tokenizer, 4096)
     assert info.value.code == CODE and "fully masked" in info.value.message
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_text_documents_are_one_stream_cut_into_full_chunks(family: str) -> None:
+    tokenizer = tokenizer_for(family)
+    docs = ["First Citizen:\nBefore we proceed any further, hear me speak.", "All:\nSpeak, speak."]
+    chunks = tokenize_documents(tokenizer, docs, max_seq_len=8)
+    adds_bos = tokenizer("a")["input_ids"][0] == tokenizer.bos_token_id
+    expected: list[int] = []
+    for doc in docs:
+        # Each document as inference would see it on its own: the tokenizer's BOS (if any), then EOS.
+        expected += [tokenizer.bos_token_id] if adds_bos else []
+        expected += tokenizer(doc, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    # A final chunk of one token predicts nothing, so it is the only thing left out.
+    kept = expected[:-1] if len(expected) % 8 == 1 else expected
+    assert [t for c in chunks for t in c.input_ids] == kept
+    assert all(len(c.input_ids) == 8 for c in chunks[:-1]) and 2 <= len(chunks[-1].input_ids) <= 8
+    assert all(c.labels == c.input_ids for c in chunks)  # every token is a target
+    report = check_format(Dataset(chunks, ["text"] * len(chunks)), tokenizer, 8)
+    assert report.text_chunks == len(chunks) and report.chat_examples == 0
