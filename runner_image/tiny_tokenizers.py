@@ -14,8 +14,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 ASSETS_ROOT = Path(__file__).parent / "assets"
 FAMILIES: tuple[str, ...] = ("smollm", "tinyllama", "llama", "qwen", "phi", "gemma", "gemma2", "mistral")
@@ -71,6 +73,9 @@ def tokenizer_dir(family: str) -> Path:
 
 def load_tokenizer(family: str) -> PreTrainedTokenizerBase:
     """The family's real tokenizer with its real chat template, exactly as shipped (pad token untouched)."""
+    # Imported here so that the spec can check family names before the runner pays for transformers.
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(str(tokenizer_dir(family)), local_files_only=True)
 
 

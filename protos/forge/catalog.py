@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
 GIB = 1024**3
+TINY = "tiny"
 # The PRD's `--model` flags; the catalog must give each exactly one model.
 PRD_SHORT_NAMES = ("smollm", "tinyllama", "llama", "qwen", "phi", "gemma", "mistral")
 QLORA_BITS_PER_WEIGHT = 4 + 8 / 64 + 32 / (64 * 256)
@@ -314,3 +315,12 @@ def load_catalog(path: Path = CATALOG_FILE) -> Catalog:
 
 def find_model(name: str) -> Model | None:
     return load_catalog().find_model(name)
+
+
+def tiny_family(name: str) -> str | None:
+    """The family of a built-in pipeline-check model: `tiny` is smollm's, `tiny-qwen` qwen's; else None."""
+    key = name.strip().lower()
+    if key == TINY:
+        return "smollm"
+    family = key.removeprefix(TINY + "-")
+    return family if family != key and family in load_catalog().families else None
