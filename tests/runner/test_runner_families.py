@@ -7,14 +7,12 @@ reply plus that marker in the rendered text.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from runner_image.data import (
     IGNORE_INDEX,
@@ -26,26 +24,31 @@ from runner_image.data import (
 )
 from runner_image.errors import RunnerError
 from runner_image.format_check import CODE, check_format, render_trained
-from runner_image.tiny import load_tiny_tokenizer
-
-MODELMETA = Path(os.environ.get("FORGE_MODELMETA", "/work/shared/modelmeta"))
+from runner_image.tiny import FAMILIES, load_tokenizer
 
 
 @dataclass(frozen=True)
-class Family:
-    folder: str | None  # under MODELMETA; None: the tokenizer shipped with runner_image (always present)
-    end: str  # what the template writes right after an assistant reply
+class Template:
+    end: str  # what the family's template writes right after an assistant reply
     closing: str = ""  # what it writes after the last assistant reply only (Phi-3 closes with EOS)
 
 
-FAMILIES: dict[str, Family] = {
-    "smollm": Family(None, "<|im_end|>"),
-    "tinyllama": Family("tinyllama-1.1b-chat-v1.0", "</s>"),
-    "llama": Family("llama-3.2-1b-instruct", "<|eot_id|>"),
-    "qwen": Family("qwen2.5-0.5b-instruct", "<|im_end|>"),
-    "phi": Family("phi-3-mini-128k-instruct", "<|end|>", closing="\n<|endoftext|>"),
-    "mistral": Family("mistral-7b-instruct-v0.3", "</s>"),
+# Facts about each family's chat template, written down here rather than derived from the code under test.
+TEMPLATES: dict[str, Template] = {
+    "smollm": Template("<|im_end|>"),
+    "tinyllama": Template("</s>"),
+    "llama": Template("<|eot_id|>"),
+    "qwen": Template("<|im_end|>"),
+    "phi": Template("<|end|>", closing="\n<|endoftext|>"),
+    "gemma": Template("<end_of_turn>"),
+    "gemma2": Template("<end_of_turn>"),
+    "mistral": Template("</s>"),
 }
+
+
+def test_every_tiny_family_has_its_template_facts_here() -> None:
+    assert set(TEMPLATES) == set(FAMILIES)
+
 
 # No system turn: Gemma's and Mistral's templates do not take one where others put it.
 CONVERSATION: list[dict[str, Any]] = [
@@ -61,18 +64,12 @@ CONVERSATION: list[dict[str, Any]] = [
 @cache
 def tokenizer_for(family: str) -> PreTrainedTokenizerBase:
     """As the runner uses it: with a pad token of its own. Shared by the tests: do not modify."""
-    folder = FAMILIES[family].folder
-    if folder is None:
-        tokenizer = load_tiny_tokenizer()
-    elif (MODELMETA / folder).is_dir():
-        tokenizer = AutoTokenizer.from_pretrained(str(MODELMETA / folder), local_files_only=True)
-    else:
-        pytest.skip(f"{MODELMETA / folder} is absent: set FORGE_MODELMETA to the shared modelmeta folder")
+    tokenizer = load_tokenizer(family)
     ensure_pad_token(tokenizer)
     return tokenizer
 
 
-def expected_spans(text: str, messages: list[dict[str, Any]], family: Family) -> list[tuple[int, int]]:
+def expected_spans(text: str, messages: list[dict[str, Any]], family: Template) -> list[tuple[int, int]]:
     """Character spans of each trained reply plus its end marker, found left to right in the text."""
     spans: list[tuple[int, int]] = []
     cursor = 0
@@ -88,7 +85,7 @@ def expected_spans(text: str, messages: list[dict[str, Any]], family: Family) ->
     return spans
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_training_text_is_the_template_and_labels_are_the_assistant_turns(family: str) -> None:
     tokenizer = tokenizer_for(family)
     plain = [{"role": m["role"], "content": m["content"]} for m in CONVERSATION]
@@ -114,38 +111,38 @@ def test_training_text_is_the_template_and_labels_are_the_assistant_turns(family
         # Decoded apart from the added BOS: SentencePiece decodes "<s>" followed by text with a space between.
         assert tokenizer.decode(example.input_ids[int(added_bos) :]) == text
 
-    spans = expected_spans(text, CONVERSATION, FAMILIES[family])
+    spans = expected_spans(text, CONVERSATION, TEMPLATES[family])
     expected = [
         token if any(a < e and b > s for s, e in spans) and b > a else IGNORE_INDEX
         for token, (a, b) in zip(ids, offsets, strict=True)
     ]
     assert example.labels == expected
     # The trained runs are the two weight-1 replies, each closed by the family's end-of-turn token.
-    end_id = tokenizer.convert_tokens_to_ids(FAMILIES[family].end)
+    end_id = tokenizer.convert_tokens_to_ids(TEMPLATES[family].end)
     runs = [i for i, y in enumerate(example.labels) if y != IGNORE_INDEX]
     assert sum(1 for i in runs if example.input_ids[i] == end_id) == 2
     assert "Let me think" not in tokenizer.decode([t for t in example.labels if t != IGNORE_INDEX])
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_format_check_passes_and_shows_the_mask(family: str) -> None:
     tokenizer = tokenizer_for(family)
     example, _ = tokenize_example(tokenizer, CONVERSATION, 4096)
     report = check_format(Dataset([example], ["chat"]), tokenizer, 4096)
     assert report.trained_tokens == example.trained_tokens < report.total_tokens == len(example.input_ids)
-    end = FAMILIES[family].end
+    end = TEMPLATES[family].end
     shown = render_trained(tokenizer, example)
     assert f"Paris.{end}⟧" in shown.replace("⟦ ", "⟦")
     assert "⟦Let me think" not in shown.replace("⟦ ", "⟦")
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_format_check_rejects_padding_with_end_of_turn(family: str) -> None:
     tokenizer = tokenizer_for(family)
     example, _ = tokenize_example(tokenizer, CONVERSATION, 4096)
     pad = tokenizer.pad_token
     # As most of these tokenizers ship (SmolLM2, TinyLlama, Phi-3 pad with EOS); restored for the other tests.
-    tokenizer.pad_token = FAMILIES[family].end
+    tokenizer.pad_token = TEMPLATES[family].end
     try:
         with pytest.raises(RunnerError) as info:
             check_format(Dataset([example], ["chat"]), tokenizer, 4096)
@@ -154,7 +151,7 @@ def test_format_check_rejects_padding_with_end_of_turn(family: str) -> None:
     assert info.value.code == CODE and "end-of-turn" in info.value.message
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_format_check_rejects_an_all_masked_dataset(family: str) -> None:
     tokenizer = tokenizer_for(family)
     drafts = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in CONVERSATION]
@@ -165,7 +162,7 @@ def test_format_check_rejects_an_all_masked_dataset(family: str) -> None:
     assert info.value.code == CODE and "fully masked" in info.value.message
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_text_documents_are_one_stream_cut_into_full_chunks(family: str) -> None:
     tokenizer = tokenizer_for(family)
     docs = ["First Citizen:\nBefore we proceed any further, hear me speak.", "All:\nSpeak, speak."]
