@@ -1,8 +1,8 @@
 """`python -m runner_image run --spec SPEC.json`: the trainer forged starts (see docs/runner-protocol.md).
 
-Also `python -m runner_image build-tiny --out DIR`, which writes the built-in tiny model as an ordinary
-Hugging Face directory (for export and tests), and `python -m runner_image smoke`, which reports as JSON
-whether this image can train on this machine (runner_image/smoke.py; docs/runner-images.md).
+Also `python -m runner_image build-tiny --out DIR [--family FAMILY]`, which writes a built-in tiny model as
+an ordinary Hugging Face directory (for export and tests), and `python -m runner_image smoke`, which reports
+as JSON whether this image can train on this machine (runner_image/smoke.py; docs/runner-images.md).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import warnings
 
 from runner_image import events
 from runner_image.errors import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_OK, RunnerError
+from runner_image.tiny_tokenizers import FAMILIES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--spec", required=True, help="path to the runner spec JSON")
     tiny = sub.add_parser("build-tiny", help="save the built-in tiny model and tokenizer as an HF directory")
     tiny.add_argument("--out", required=True, help="directory to write")
+    tiny.add_argument(
+        "--family", choices=FAMILIES, default="smollm", help="which tiny-<family> (default: tiny)"
+    )
     sub.add_parser("smoke", help="check that this image can train on this machine; prints a JSON report")
     return parser
 
@@ -54,12 +58,12 @@ def _run(spec_path: str) -> int:
     return run(spec, stop)
 
 
-def _build_tiny(out: str) -> int:
+def _build_tiny(out: str, family: str) -> int:
     _quiet_libraries()
-    from runner_image.tiny import PIPELINE_CHECK_WARNING, save_tiny
+    from runner_image.tiny import pipeline_check_warning, save_tiny
 
-    events.log(PIPELINE_CHECK_WARNING, level="warning")
-    path = save_tiny(out)
+    events.log(pipeline_check_warning(family), level="warning")
+    path = save_tiny(out, family)
     events.artifact("tiny", str(path))
     return EXIT_OK
 
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args.spec)
         if args.command == "smoke":
             return _smoke()
-        return _build_tiny(args.out)
+        return _build_tiny(args.out, args.family)
     except RunnerError as e:
         events.error(e.code, e.message, e.hint)
         return e.exit_code

@@ -1,4 +1,8 @@
-"""Chat JSONL in, token ids and loss masks out.
+"""Training JSONL in, token ids and loss masks out.
+
+Two row kinds (docs/runner-protocol.md): chat rows `{"messages": [...]}` are fine-tuning examples, trained
+only on assistant turns (and only those with weight 1, when weights are given); text rows `{"text": "..."}`
+are documents for continued pre-training, joined and cut into max_seq_len chunks with every token trained.
 
 The tokenizer's own chat template is the single source of truth for the rendered text: training sees
 exactly what `tokenizer.apply_chat_template(messages, tokenize=False)` produces, as inference will.
@@ -13,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jinja2 import TemplateError
@@ -27,7 +31,9 @@ ROLES = ("system", "user", "assistant")
 _PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]", "<|endoftext|>")
 _ADDED_PAD = "<|pad|>"
 
-Message = dict[str, str]
+# {"role", "content"} plus an optional "weight" (0|1) on assistant turns, which never reaches the template.
+Message = dict[str, Any]
+ExampleKind = Literal["chat", "text"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,29 @@ class Example:
         return sum(1 for x in self.labels[1:] if x != IGNORE_INDEX)
 
 
+@dataclass(frozen=True)
+class ChatRow:
+    line: int
+    messages: list[Message]
+
+
+@dataclass(frozen=True)
+class TextRow:
+    line: int
+    text: str
+
+
+Row = ChatRow | TextRow
+
+
 @dataclass
 class Dataset:
     examples: list[Example]
+    # kinds[i] says whether examples[i] is a chat example or a chunk of text documents (the format check
+    # holds them to different rules).
+    kinds: list[ExampleKind] = field(default_factory=list)
     read: int = 0
+    documents: int = 0
     dropped_no_assistant: int = 0
     dropped_truncated: int = 0
     truncated: int = 0
@@ -58,7 +83,7 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel 
     and the model never learns to stop. An existing spare token is preferred because growing the vocabulary
     changes the base model's shapes (the adapter then has to carry the embeddings).
     """
-    eos_ids = _eos_ids(tokenizer)
+    eos_ids = end_of_turn_ids(tokenizer)
     if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in eos_ids:
         _sync_model_pad(tokenizer, model)
         return False
@@ -83,13 +108,36 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel 
     return resized
 
 
-def _eos_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
+def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """EOS, the well-known end-of-turn tokens in the vocabulary, and the special token the chat template
+    itself writes right after an assistant reply (found by rendering a probe), so none is used for padding."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    vocab = tokenizer.get_vocab()
     for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
-        token_id = tokenizer.get_vocab().get(token)
-        if token_id is not None:
-            ids.add(token_id)
+        if token in vocab:
+            ids.add(vocab[token])
+    marker = _template_end_marker(tokenizer)
+    if marker is not None:
+        ids.add(marker)
     return ids
+
+
+_PROBE = [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]
+
+
+def _template_end_marker(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The special token the chat template puts right after an assistant reply, if any."""
+    if not tokenizer.chat_template:
+        return None
+    try:
+        text = tokenizer.apply_chat_template(_PROBE, tokenize=False)
+    except TemplateError:
+        return None
+    assert isinstance(text, str)
+    end = text.rfind("pong")
+    tail = text[end + len("pong") :].lstrip() if end >= 0 else ""
+    ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
+    return ids[0] if ids and ids[0] in tokenizer.added_tokens_decoder else None
 
 
 def _sync_model_pad(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | None) -> None:
@@ -100,8 +148,8 @@ def _sync_model_pad(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel |
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
-def read_chat_jsonl(path: str | Path) -> list[tuple[int, list[Message]]]:
-    """Parse and validate the file; returns (line number, messages) pairs. Any bad line is a RunnerError."""
+def read_rows(path: str | Path) -> list[Row]:
+    """Parse and validate the file into chat and text rows. Any bad line is a RunnerError naming it."""
     p = Path(path)
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
@@ -109,7 +157,7 @@ def read_chat_jsonl(path: str | Path) -> list[tuple[int, list[Message]]]:
         raise RunnerError("bad_data", f"cannot read {p}: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
         raise RunnerError("bad_data", f"{p} is not UTF-8 text: {e}") from e
-    rows: list[tuple[int, list[Message]]] = []
+    rows: list[Row] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -118,13 +166,25 @@ def read_chat_jsonl(path: str | Path) -> list[tuple[int, list[Message]]]:
             obj: Any = json.loads(line)
         except json.JSONDecodeError as e:
             raise RunnerError("bad_data", f"{where}: not valid JSON ({e.msg})", hint=_FORMAT_HINT) from e
-        rows.append((number, _validate_messages(obj, where)))
+        if isinstance(obj, dict) and "messages" not in obj and "text" in obj:
+            rows.append(TextRow(number, _validate_text(obj["text"], where)))
+        else:
+            rows.append(ChatRow(number, _validate_messages(obj, where)))
     if not rows:
         raise RunnerError("bad_data", f"{p} has no examples", hint=_FORMAT_HINT)
     return rows
 
 
-_FORMAT_HINT = 'each line must be {"messages": [{"role": "user", "content": "..."}, ...]}'
+_FORMAT_HINT = (
+    'each line must be {"messages": [{"role": "user", "content": "..."}, ...]} or, for plain-text '
+    'pre-training, {"text": "..."}'
+)
+
+
+def _validate_text(text: Any, where: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise RunnerError("bad_data", f'{where}: "text" must be a non-empty string', hint=_FORMAT_HINT)
+    return text
 
 
 def _validate_messages(obj: Any, where: str) -> list[Message]:
@@ -143,15 +203,43 @@ def _validate_messages(obj: Any, where: str) -> list[Message]:
             )
         if not isinstance(content, str):
             raise RunnerError("bad_data", f"{where}: message {i} content must be a string")
-        messages.append({"role": role, "content": content})
+        message: Message = {"role": role, "content": content}
+        weight = m.get("weight")
+        if weight is not None:
+            if isinstance(weight, bool) or weight not in (0, 1):
+                raise RunnerError(
+                    "bad_data",
+                    f"{where}: message {i} has weight {weight!r}",
+                    hint="a weight is 0 (shown but not trained) or 1 (trained)",
+                )
+            if weight == 1 and role != "assistant":
+                raise RunnerError(
+                    "bad_data",
+                    f"{where}: message {i} is a {role} turn with weight 1, but only assistant turns are "
+                    "trained",
+                    hint="remove the weight from that message",
+                )
+            if role == "assistant":
+                message["weight"] = int(weight)
+        messages.append(message)
     if not messages:
         raise RunnerError("bad_data", f"{where}: empty messages list", hint=_FORMAT_HINT)
     return messages
 
 
+def is_trained(message: Message) -> bool:
+    """An assistant turn without weight 0: the only kind of turn whose tokens carry loss."""
+    return message["role"] == "assistant" and message.get("weight", 1) == 1
+
+
+def _for_template(messages: list[Message]) -> list[dict[str, str]]:
+    # Only what the template knows about: a template that loops over a message's keys must not see weights.
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
 def render(tokenizer: PreTrainedTokenizerBase, messages: list[Message], where: str = "example") -> str:
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False)
+        text = tokenizer.apply_chat_template(_for_template(messages), tokenize=False)
     except TemplateError as e:
         # Templates enforce their own rules (alternating roles, no system role...); say which line broke one.
         raise RunnerError("bad_data", f"{where}: the model's chat template rejected it: {e}") from e
@@ -162,7 +250,7 @@ def render(tokenizer: PreTrainedTokenizerBase, messages: list[Message], where: s
 def assistant_spans(
     tokenizer: PreTrainedTokenizerBase, messages: list[Message], text: str, where: str = "example"
 ) -> list[tuple[int, int]]:
-    """Character spans of `text` that are assistant turns, each including its end-of-turn marker.
+    """Character spans of `text` that are trained assistant turns, each including its end-of-turn marker.
 
     A turn starts where "messages[:i] plus the generation prompt" ends; that rendering must be a prefix of the
     whole conversation. It ends where "messages[:i+1]" ends, which must be a prefix of the whole conversation
@@ -171,12 +259,13 @@ def assistant_spans(
     produce what follows.
     """
     spans: list[tuple[int, int]] = []
+    plain = _for_template(messages)
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if not is_trained(m):
             continue
         try:
-            before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-            through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+            before = tokenizer.apply_chat_template(plain[:i], tokenize=False, add_generation_prompt=True)
+            through = tokenizer.apply_chat_template(plain[: i + 1], tokenize=False)
         except TemplateError as e:
             raise RunnerError("bad_data", f"{where}: the model's chat template rejected it: {e}") from e
         assert isinstance(before, str) and isinstance(through, str)
@@ -252,31 +341,66 @@ def tokenize_example(
     return Example(ids[:max_seq_len], labels[:max_seq_len]), truncated
 
 
+def tokenize_documents(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_seq_len: int, add_bos: bool | None = None
+) -> list[Example]:
+    """Documents for continued pre-training: joined into one token stream, cut into max_seq_len chunks.
+
+    Each document gets the BOS this tokenizer puts in front of plain text (none for Qwen or SmolLM2) and ends
+    with the tokenizer's EOS, so the model learns where a document stops and generation halts there. Chunks
+    ignore document boundaries, as in standard causal-LM pre-training: no padding and no truncation, every
+    token is a target. A last chunk of a single token predicts nothing and is left out.
+    """
+    if add_bos is None:
+        add_bos = adds_bos(tokenizer)
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    stream: list[int] = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        stream.extend(([bos] if add_bos and bos is not None else []) + list(ids))
+        if eos is not None:
+            stream.append(eos)
+    chunks = [stream[i : i + max_seq_len] for i in range(0, len(stream), max_seq_len)]
+    return [Example(chunk, list(chunk)) for chunk in chunks if len(chunk) >= 2]
+
+
 def load_dataset(
     path: str | Path, tokenizer: PreTrainedTokenizerBase, max_seq_len: int, what: str = "train"
 ) -> Dataset:
-    """Tokenize a chat JSONL file; drops (and counts) examples with nothing left to train on."""
-    rows = read_chat_jsonl(path)
+    """Tokenize a training JSONL file; drops (and counts) chat examples with nothing left to train on."""
+    rows = read_rows(path)
     ds = Dataset(examples=[], read=len(rows))
     name = Path(path).name
     add_bos = adds_bos(tokenizer)
-    for number, messages in rows:
+    texts: list[str] = []
+    for row in rows:
+        if isinstance(row, TextRow):
+            texts.append(row.text)
+            continue
         example, truncated = tokenize_example(
-            tokenizer, messages, max_seq_len, f"{name} line {number}", add_bos=add_bos
+            tokenizer, row.messages, max_seq_len, f"{name} line {row.line}", add_bos=add_bos
         )
         ds.truncated += int(truncated)
         if example.trained_tokens > 0:
             ds.examples.append(example)
-        elif any(m["role"] == "assistant" for m in messages):
+            ds.kinds.append("chat")
+        elif any(is_trained(m) for m in row.messages):
             ds.dropped_truncated += 1
         else:
             ds.dropped_no_assistant += 1
+    if texts:
+        chunks = tokenize_documents(tokenizer, texts, max_seq_len, add_bos)
+        ds.examples.extend(chunks)
+        ds.kinds.extend("text" for _ in chunks)
+        ds.documents = len(texts)
     if ds.truncated:
         ds.notes.append(
             f"{what}: {ds.truncated} of {ds.read} examples were truncated to {max_seq_len} tokens"
         )
     if ds.dropped_no_assistant:
-        ds.notes.append(f"{what}: dropped {ds.dropped_no_assistant} examples with no assistant turn")
+        ds.notes.append(
+            f"{what}: dropped {ds.dropped_no_assistant} examples with no assistant turn to train "
+            "(none, or all with weight 0)"
+        )
     if ds.dropped_truncated:
         ds.notes.append(
             f"{what}: dropped {ds.dropped_truncated} examples whose assistant turns were cut off entirely "
@@ -286,8 +410,10 @@ def load_dataset(
         raise RunnerError(
             "no_trainable_examples",
             f"{what} file {name}: none of its {ds.read} examples has an assistant token to train on "
-            f"(no assistant turn: {ds.dropped_no_assistant}; cut off by max_seq_len: {ds.dropped_truncated})",
-            hint="every example needs an assistant message that fits within max_seq_len",
+            f"(no trained assistant turn: {ds.dropped_no_assistant}; cut off by max_seq_len: "
+            f"{ds.dropped_truncated})",
+            hint="every example needs an assistant message with weight 1 (or no weight) that fits within "
+            "max_seq_len",
         )
     return ds
 

@@ -13,6 +13,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runner_image.errors import RunnerError
+from runner_image.tiny_tokenizers import FAMILIES
 
 
 class _Strict(BaseModel):
@@ -28,10 +29,12 @@ def _absolute(value: str) -> str:
 
 
 class ModelRef(_Strict):
-    """Which base model to fine-tune: the built-in random-weight `tiny`, or a local HF model directory."""
+    """Which base model to fine-tune: a built-in random-weight `tiny` model of some family (default smollm,
+    the original `tiny`), or a local HF model directory."""
 
     kind: Literal["tiny", "path"]
     path: str | None = None
+    family: str | None = None
 
     @field_validator("path")
     @classmethod
@@ -44,7 +47,15 @@ class ModelRef(_Strict):
             raise ValueError('model.kind "path" needs model.path (a local Hugging Face model directory)')
         if self.kind == "tiny" and self.path is not None:
             raise ValueError('model.kind "tiny" takes no model.path')
+        if self.kind == "path" and self.family is not None:
+            raise ValueError('model.family is only for model.kind "tiny"')
+        if self.family is not None and self.family not in FAMILIES:
+            raise ValueError(f"unknown tiny family {self.family!r}: use one of {', '.join(FAMILIES)}")
         return self
+
+    @property
+    def tiny_family(self) -> str:
+        return self.family or "smollm"
 
 
 class HParams(_Strict):

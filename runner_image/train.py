@@ -29,11 +29,12 @@ from runner_image.batching import Batch, batch_tokens, model_inputs, pack
 from runner_image.data import IGNORE_INDEX, Example, ensure_pad_token, epoch_order, load_dataset
 from runner_image.data import micro_batches as split_micro_batches
 from runner_image.errors import EXIT_CRASH, EXIT_OK, EXIT_PREEMPTED, RunnerError
+from runner_image.format_check import format_preflight
+from runner_image.lora_targets import lora_targets
 from runner_image.signals import StopFlag
 from runner_image.spec import HParams, ModelRef, RunnerSpec
-from runner_image.tiny import PIPELINE_CHECK_WARNING, build_tiny_model, load_tiny_tokenizer
+from runner_image.tiny import build_model, load_tokenizer, pipeline_check_warning
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MAX_GRAD_NORM = 1.0
 TINY_NAME = "forge-tiny"
 
@@ -52,10 +53,10 @@ def load_base(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, bool]:
     """The base model and its tokenizer (with a pad token distinct from EOS); also whether the vocab grew."""
     if ref.kind == "tiny":
-        events.log(PIPELINE_CHECK_WARNING, level="warning")
-        tokenizer = load_tiny_tokenizer()
+        events.log(pipeline_check_warning(ref.tiny_family), level="warning")
+        tokenizer = load_tokenizer(ref.tiny_family)
         ensure_pad_token(tokenizer)
-        model: PreTrainedModel = build_tiny_model(tokenizer)
+        model: PreTrainedModel = build_model(ref.tiny_family, tokenizer)
         return model, tokenizer, ensure_pad_token(tokenizer, model)
     assert ref.path is not None
     if not Path(ref.path).is_dir():
@@ -192,6 +193,7 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
 
     train_set = load_dataset(spec.train_file, tokenizer, hp.max_seq_len, "train")
     val_set = load_dataset(spec.val_file, tokenizer, hp.max_seq_len, "val") if spec.val_file else None
+    format_preflight(train_set, tokenizer, hp.max_seq_len)
     for note in train_set.notes + (val_set.notes if val_set else []):
         events.log(note, level="warning")
     train = train_set.examples
@@ -206,7 +208,7 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
         r=hp.lora_rank,
         lora_alpha=hp.lora_alpha,
         lora_dropout=hp.lora_dropout,
-        target_modules=LORA_TARGETS,
+        target_modules=lora_targets(model.config.model_type),
         bias="none",
         task_type="CAUSAL_LM",
     )

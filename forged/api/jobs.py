@@ -13,7 +13,7 @@ from forge.v1 import jobs_pb2, jobs_pb2_grpc
 from forged.api.auth import Authenticator
 from forged.api.convert import job_to_pb, spec_to_dict
 from forged.api.errors import ApiError, streaming, unary
-from forged.models.resolve import ModelError, check_local
+from forged.models.resolve import ModelError, check_local, hub_repo
 from forged.queue.bus import EventBus
 from forged.queue.scheduler import Scheduler
 from forged.store.blobs import BlobStore
@@ -68,10 +68,11 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                 )
         try:
             if check_local(train.model or "tiny") is None and _hub_offline():
+                repo = hub_repo(train.model)
                 raise ApiError(
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    f"model {train.model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
-                    f"set: run `huggingface-cli download {train.model}` where there is network, or pass "
+                    f"model {repo!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                    f"set: run `huggingface-cli download {repo}` where there is network, or pass "
                     "--model PATH",
                 )
         except ModelError as exc:

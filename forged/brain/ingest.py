@@ -1,4 +1,7 @@
-"""Turn a user's raw data file into chat JSONL (train/val) plus the stats the planner needs.
+"""Turn a user's raw data file into training JSONL (train/val) plus the stats the planner needs.
+
+Two row kinds come out: chat rows `{"messages": [{"role", "content", "weight"?}, ...]}` for fine-tuning and
+document rows `{"text": "..."}` for continued pre-training. The runner (runner_image/data.py) reads both.
 
 Everything here runs inside the daemon, so it uses only the standard library and pydantic: no torch, no
 pandas. Every problem with the user's file surfaces as a `DataError` whose text is one line saying what is
@@ -21,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,12 +34,24 @@ Role = Literal["system", "user", "assistant"]
 class Message(TypedDict):
     role: Role
     content: str
+    # OpenAI's per-message weight, kept only on assistant turns: 0 shows the turn as context but does not
+    # train it. Absent means trained.
+    weight: NotRequired[Literal[0, 1]]
 
 
 # A plain list of dicts, not a pydantic model: a million rows must not pay for per-message validation.
 Conversation = list[Message]
+# One document for continued pre-training: the runner tokenizes it whole and trains on every token.
+Document = str
+Example = Conversation | Document
 
-SourceFormat = Literal["csv", "tsv", "json", "jsonl"]
+SourceFormat = Literal["csv", "tsv", "json", "jsonl", "text"]
+
+TEXT_LAYOUT = "text"
+# Columns that may sit next to "text" in pre-training dumps (RedPajama, Dolma) without being content.
+_TEXT_METADATA = frozenset({"id", "meta", "metadata", "source", "url"})
+# Extensions whose content is prose unless its first line is a header naming a known layout.
+_TEXT_EXTENSIONS = (".txt", ".text", ".md")
 
 # Below this many usable examples a validation split would starve training and tell us nothing.
 MIN_EXAMPLES_FOR_VAL = 10
@@ -130,11 +145,16 @@ def load_records(path: Path, name: str) -> tuple[list[dict[str, Any]], SourceFor
         )
 
     delimiter = _sniff_delimiter(text, ext)
+    if ext in _TEXT_EXTENSIONS:
+        # Excel's "Text (Tab delimited)" export is a .txt too: a table only if its header names a layout.
+        table = _parse_csv(text, name, delimiter) if delimiter else []
+        if table and _known_layout(_column_spellings(table)):
+            return table, "tsv" if delimiter == "\t" else "csv"
+        return _documents(text), "text"
     if delimiter is None:
         raise DataError(
-            f"{name} looks like plain text without columns: give a CSV with a header row such as "
-            "prompt,response (or JSONL with one object per line); plain-text pre-training is not "
-            "supported yet"
+            f"{name} looks like plain text without columns: name it .txt to train on it as plain text "
+            "(continued pre-training), or give a CSV with a header row such as prompt,response"
         )
     records = _parse_csv(text, name, delimiter)
     fmt: SourceFormat = "tsv" if delimiter == "\t" else "csv"
@@ -143,6 +163,22 @@ def load_records(path: Path, name: str) -> tuple[list[dict[str, Any]], SourceFor
             f"{name} has a header but no rows: add at least {MIN_EXAMPLES_FOR_VAL} examples below the header"
         )
     return records, fmt
+
+
+_BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+")
+
+
+def _documents(text: str) -> list[dict[str, Any]]:
+    """A plain-text file as documents, one per blank-line-separated paragraph.
+
+    Blank lines are the only structure plain text has, and splitting there (as Hugging Face datasets'
+    paragraph mode does) gives a held-out validation split and length stats that describe the data, where a
+    single document would give neither. The runner ends each document with EOS, so a paragraph end becomes
+    a place the model may stop; to keep a long work as one document, give JSONL with one {"text": ...} each.
+    """
+    paragraphs = (p.strip("\n") for p in _BLANK_LINES.split(text.replace("\r\n", "\n")))
+    # _read_text already refused a file with nothing but whitespace, so at least one paragraph is left.
+    return [{"text": p} for p in paragraphs if p.strip()]
 
 
 def _read_text(path: Path, name: str) -> str:
@@ -354,10 +390,14 @@ _FLAT_LAYOUTS: tuple[_FlatLayout, ...] = (
 )
 
 
-def to_conversations(
+def to_examples(
     records: Sequence[Mapping[str, Any]], name: str = "the data"
-) -> tuple[list[Conversation], str, Counter[str]]:
-    """Map records in a known layout to chat conversations; unusable rows are dropped and counted."""
+) -> tuple[list[Example], str, Counter[str]]:
+    """Map records in a known layout to conversations (or documents); unusable rows are dropped and counted.
+
+    Problems that are the file's layout rather than a row's (tool-call turns, a weight other than 0 or 1)
+    stop the whole file with a DataError, because dropping them would silently train something else.
+    """
     spellings = _column_spellings(records)
     dropped: Counter[str] = Counter()
     system_keys = spellings.get("system", ())
@@ -365,10 +405,22 @@ def to_conversations(
     def system_of(rec: Mapping[str, Any]) -> str:
         return _text(_get(rec, system_keys)) if system_keys else ""
 
+    examples: list[Example]
     if "messages" in spellings or "conversations" in spellings:
         key = "messages" if "messages" in spellings else "conversations"
         layout = key + ("+system" if system_keys else "")
-        convs = _collect((_from_turns(_get(rec, spellings[key]), system_of(rec)) for rec in records), dropped)
+        _reject_tool_calls(records, spellings[key], name)
+        examples = _collect(
+            (
+                _from_turns(_get(rec, spellings[key]), system_of(rec), f"record {i} of {name}")
+                for i, rec in enumerate(records, start=1)
+            ),
+            dropped,
+        )
+    elif _is_text_layout(spellings):
+        layout = TEXT_LAYOUT
+        text_keys = spellings["text"]
+        examples = _collect((_from_text(_get(rec, text_keys)) for rec in records), dropped)
     else:
         flat = _match_flat_layout(spellings)
         if flat is None:
@@ -378,7 +430,7 @@ def to_conversations(
         layout = "/".join(parts) + ("+system" if system_keys else "")
         prompt_keys, answer_keys = spellings[flat.prompt], spellings[flat.answer]
         extra_keys = spellings[extra] if extra else ()
-        convs = _collect(
+        examples = _collect(
             (
                 _from_flat(
                     _text(_get(rec, prompt_keys)),
@@ -391,19 +443,23 @@ def to_conversations(
             dropped,
         )
 
-    if not convs:
+    if not examples:
         raise DataError(_nothing_usable_message(name, len(records), dropped))
-    return convs, layout, dropped
+    return examples, layout, dropped
 
 
-def _collect(results: Iterable[Conversation | str], dropped: Counter[str]) -> list[Conversation]:
-    convs: list[Conversation] = []
+class _Dropped(str):
+    """Why a record was dropped (a str subclass, so it cannot be mistaken for a document)."""
+
+
+def _collect(results: Iterable[Example | _Dropped], dropped: Counter[str]) -> list[Example]:
+    examples: list[Example] = []
     for result in results:
-        if isinstance(result, str):
-            dropped[result] += 1
+        if isinstance(result, _Dropped):
+            dropped[str(result)] += 1
         else:
-            convs.append(result)
-    return convs
+            examples.append(result)
+    return examples
 
 
 def _column_spellings(records: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, ...]]:
@@ -457,13 +513,40 @@ def _is_repetitive(text: str) -> bool:
     return len(zlib.compress(raw, 1)) * _REPETITION_RATIO < len(raw)
 
 
-def _from_flat(prompt: str, extra: str, answer: str, system: str) -> Conversation | str:
+def _is_text_layout(spellings: Mapping[str, tuple[str, ...]]) -> bool:
+    # Only "text" (plus metadata): a text column beside a label or a category is a classification set,
+    # which trained as prose would silently learn nothing useful.
+    return "text" in spellings and set(spellings) - {"text"} <= _TEXT_METADATA
+
+
+def _known_layout(spellings: Mapping[str, tuple[str, ...]]) -> bool:
+    return (
+        "messages" in spellings
+        or "conversations" in spellings
+        or _is_text_layout(spellings)
+        or _match_flat_layout(spellings) is not None
+    )
+
+
+def _from_text(value: Any) -> Document | _Dropped:
+    if not isinstance(value, str):
+        return _Dropped("non-text document") if value is not None else _Dropped("empty text")
+    # Only surrounding blank lines go: a document's first-line indentation can be content (code, verse).
+    doc = value.strip("\r\n")
+    if not doc.strip():
+        return _Dropped("empty text")
+    if _is_repetitive(doc):
+        return _Dropped("repetitive text")
+    return doc
+
+
+def _from_flat(prompt: str, extra: str, answer: str, system: str) -> Conversation | _Dropped:
     if not answer:
-        return "empty response"
+        return _Dropped("empty response")
     if not prompt:
-        return "empty prompt"
+        return _Dropped("empty prompt")
     if _is_repetitive(answer):
-        return "repetitive response"
+        return _Dropped("repetitive response")
     if extra and not _is_placeholder(extra):
         prompt = f"{prompt}\n\n{extra}"
     conv: Conversation = []
@@ -474,48 +557,133 @@ def _from_flat(prompt: str, extra: str, answer: str, system: str) -> Conversatio
     return conv
 
 
-def _from_turns(turns: Any, system: str) -> Conversation | str:
-    """OpenAI `messages` (role/content) or ShareGPT `conversations` (from/value); either spelling works."""
+# Roles of tool-calling data: LLaMA-Factory/ShareGPT's function_call/observation, OpenAI's tool/function.
+_TOOL_ROLES = frozenset(
+    {"function_call", "observation", "tool", "function", "tool_call", "tool_response", "ipython"}
+)
+# Keys that carry tool calls or tool schemas inside OpenAI-style records and turns.
+_TOOL_KEYS = ("tool_calls", "function_call")
+_TOOL_RECORD_KEYS = frozenset({"tools", "functions"})
+_NO_TOOLS: tuple[Any, ...] = (None, "", "[]", [])
+
+
+def _reject_tool_calls(records: Sequence[Mapping[str, Any]], turn_keys: tuple[str, ...], name: str) -> None:
+    """Refuse tool-calling data with one line that says why and what to do.
+
+    Forge trains through the model's own chat template, and tool calls are where templates differ most
+    (Qwen's <tool_call> tags, Llama 3's ipython role, Mistral's [TOOL_CALLS] with 9-character ids; SmolLM2,
+    TinyLlama and Phi-3 have no tool format at all). Flattening calls into plain assistant text would train
+    a format no runtime parses; dropping those conversations would silently train a different model (the
+    plain answers in such sets were written with the tools in view). So the whole file stops here.
+    """
+    tool_records = 0
+    signs: Counter[str] = Counter()
+    for rec in records:
+        found = {role for role in map(_tool_role, _as_list(_get(rec, turn_keys))) if role}
+        found |= {
+            f"a {k} field" for k in rec if str(k).lower() in _TOOL_RECORD_KEYS and rec[k] not in _NO_TOOLS
+        }
+        if found:
+            tool_records += 1
+            signs.update(found)
+    if tool_records:
+        what = ", ".join(sign if sign.startswith("a ") else f"'{sign}'" for sign, _ in signs.most_common(4))
+        raise DataError(
+            f"{tool_records} of {len(records)} conversations in {name} use tool calling ({what}), which "
+            "Forge cannot train yet: every model family formats tool calls differently; remove those "
+            "conversations (and any tools field) to train on the plain chats, or write each call out as "
+            "ordinary user/assistant text"
+        )
+
+
+def _as_list(turns: Any) -> list[Any]:
+    if isinstance(turns, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            turns = json.loads(turns)
+    return turns if isinstance(turns, list) else []
+
+
+def _tool_role(turn: Any) -> str:
+    """The turn's role if it is part of a tool call (a tool role, or a turn carrying tool_calls), else ""."""
+    if not isinstance(turn, dict):
+        return ""
+    role = str(turn.get("role", turn.get("from", ""))).strip()[:40]
+    if role.lower() in _TOOL_ROLES:
+        return role
+    key = next((k for k in _TOOL_KEYS if turn.get(k)), None)
+    return f"{role} with {key}" if key else ""
+
+
+def _weight(turn: Mapping[str, Any], role: Role, index: int, where: str) -> Literal[0, 1] | None:
+    """The turn's OpenAI-style weight, or None when it has none. Bad values stop the whole file."""
+    if "weight" not in turn or turn["weight"] is None:
+        return None
+    weight = turn["weight"]
+    # bool is an int in Python, but JSON's true is not what anyone means by a weight of 1.
+    if isinstance(weight, bool) or weight not in (0, 1):
+        raise DataError(
+            f"{where}: message {index} has weight {json.dumps(weight)[:40]}; a weight must be 0 (show "
+            "the turn but do not train it) or 1 (train it)"
+        )
+    if weight == 1 and role != "assistant":
+        raise DataError(
+            f"{where}: message {index} is a {role} turn with weight 1, but only assistant turns are "
+            "trained; remove its weight"
+        )
+    return 1 if weight == 1 else 0
+
+
+def _from_turns(turns: Any, system: str, where: str) -> Conversation | _Dropped:
+    """OpenAI `messages` (role/content/weight) or ShareGPT `conversations` (from/value)."""
     if isinstance(turns, str):
         # CSV exports store the list as a JSON string.
         try:
             turns = json.loads(turns)
         except json.JSONDecodeError:
-            return "malformed messages"
+            return _Dropped("malformed messages")
     if not isinstance(turns, list):
-        return "malformed messages"
+        return _Dropped("malformed messages")
     conv: Conversation = []
-    for turn in turns:
+    for index, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            return "malformed messages"
+            return _Dropped("malformed messages")
         raw_role = turn.get("role", turn.get("from"))
         if not isinstance(raw_role, str):
-            return "malformed messages"
+            return _Dropped("malformed messages")
         role = _ROLE_MAP.get(raw_role.strip().lower())
         if role is None:
-            # Tool calls (function_call, observation, tool, ...) need their own format; a later slice.
-            return f"unsupported role '{raw_role.strip()[:40]}'"
+            return _Dropped(f"unsupported role '{raw_role.strip()[:40]}'")
+        weight = _weight(turn, role, index, where)
         content = _turn_content(turn.get("content", turn.get("value")))
         if content is None:
-            return "non-text content"
+            return _Dropped("non-text content")
         if not content:
             if role == "system":
                 continue
-            return "empty response" if role == "assistant" else "empty prompt"
+            return _Dropped("empty response" if role == "assistant" else "empty prompt")
         if role == "assistant" and _is_repetitive(content):
-            return "repetitive response"
-        conv.append({"role": role, "content": content})
+            return _Dropped("repetitive response")
+        message: Message = {"role": role, "content": content}
+        if role == "assistant" and weight is not None:
+            message["weight"] = weight
+        conv.append(message)
 
-    if not any(m["role"] == "user" for m in conv):
-        return "no user turn"
-    # Turns after the last answer carry no training signal; cut them rather than lose the record.
-    while conv and conv[-1]["role"] != "assistant":
-        conv.pop()
     if not any(m["role"] == "assistant" for m in conv):
-        return "no assistant turn"
+        return _Dropped("no assistant turn" if any(m["role"] == "user" for m in conv) else "no user turn")
+    # Turns after the last trained answer carry no training signal; cut them rather than lose the record.
+    while conv and not _trained(conv[-1]):
+        conv.pop()
+    if not conv:
+        return _Dropped("every assistant turn has weight 0")
+    if not any(m["role"] == "user" for m in conv):
+        return _Dropped("no user turn")
     if system and conv[0]["role"] != "system":
         conv.insert(0, {"role": "system", "content": system})
     return conv
+
+
+def _trained(message: Message) -> bool:
+    return message["role"] == "assistant" and message.get("weight", 1) == 1
 
 
 def _turn_content(content: Any) -> str | None:
@@ -551,7 +719,7 @@ def _nothing_usable_message(name: str, rows: int, dropped: Counter[str]) -> str:
     reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common(4))
     return (
         f"no usable examples in {name}: all {rows} records were dropped ({reasons}); fix those records "
-        "so each has a non-empty prompt and answer"
+        "so each has a non-empty prompt and answer (or text, for plain-text data)"
     )
 
 
@@ -561,21 +729,21 @@ def _nothing_usable_message(name: str, rows: int, dropped: Counter[str]) -> str:
 
 
 def prepare(path: Path, name: str, out_dir: Path, seed: int, val_fraction: float = 0.1) -> PreparedData:
-    """Convert the user's file to chat JSONL in out_dir (train.jsonl, val.jsonl) with a seeded split."""
+    """Convert the user's file to training JSONL in out_dir (train.jsonl, val.jsonl) with a seeded split."""
     if not 0.0 <= val_fraction <= 0.5:
         raise DataError(f"val_fraction {val_fraction} is out of range: use a value between 0 and 0.5")
     records, fmt = load_records(path, name)
-    convs, layout, dropped = to_conversations(records, name)
+    examples, layout, dropped = to_examples(records, name)
 
-    n = len(convs)
+    n = len(examples)
     n_val = _val_count(n, val_fraction)
     # sample() on a range keeps only the chosen indices: O(n_val) memory even for a million rows.
     val_idx = set(random.Random(seed).sample(range(n), n_val))
 
-    lengths = sorted(sum(len(m["content"]) for m in conv) for conv in convs)
+    lengths = sorted(_chars(example) for example in examples)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_path, val_path = out_dir / "train.jsonl", out_dir / "val.jsonl"
-    _write_split(convs, val_idx, train_path, val_path)
+    _write_split(examples, val_idx, train_path, val_path)
 
     stats = DatasetStats(
         rows_in=len(records),
@@ -592,6 +760,14 @@ def prepare(path: Path, name: str, out_dir: Path, seed: int, val_fraction: float
     return PreparedData(train_data=train_path, val_data=val_path, stats=stats)
 
 
+def _chars(example: Example) -> int:
+    return len(example) if isinstance(example, str) else sum(len(m["content"]) for m in example)
+
+
+def _row(example: Example) -> dict[str, Any]:
+    return {"text": example} if isinstance(example, str) else {"messages": example}
+
+
 def _val_count(n: int, val_fraction: float) -> int:
     if n < MIN_EXAMPLES_FOR_VAL or val_fraction <= 0:
         return 0
@@ -603,7 +779,7 @@ def _percentile(sorted_values: Sequence[int], q: float) -> int:
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
-def _write_split(convs: Sequence[Conversation], val_idx: set[int], train_path: Path, val_path: Path) -> None:
+def _write_split(examples: Sequence[Example], val_idx: set[int], train_path: Path, val_path: Path) -> None:
     """Write both files to temp names first and rename at the end, so readers never see half a split."""
     finals = (train_path, val_path)
     tmp_paths: list[Path] = []
@@ -615,8 +791,8 @@ def _write_split(convs: Sequence[Conversation], val_idx: set[int], train_path: P
                 tmp_paths.append(Path(tmp))
                 handles.append(stack.enter_context(os.fdopen(fd, "w", encoding="utf-8", newline="\n")))
             train_f, val_f = handles
-            for i, conv in enumerate(convs):
-                line = json.dumps({"messages": conv}, ensure_ascii=False)
+            for i, example in enumerate(examples):
+                line = json.dumps(_row(example), ensure_ascii=False)
                 (val_f if i in val_idx else train_f).write(line + "\n")
             for f in handles:
                 f.flush()

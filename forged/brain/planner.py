@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from forge.catalog import Shape, load_catalog, tiny_family
 from forge.train_fields import HEALING_FIELDS, OVERRIDABLE_FIELDS
 from pydantic import BaseModel, ConfigDict
 
-from forged.brain.ingest import DataError
+from forged.brain.ingest import TEXT_LAYOUT, DataError
 
 BRAIN = "offline"
 TINY_MODEL = "tiny"
@@ -33,27 +34,14 @@ _ALIASES = {"batch_size": "micro_batch_size", "lr": "learning_rate", "rank": "lo
 CHARS_PER_TOKEN = 3.5
 SEQ_LEN_MULTIPLE = 64
 SEQ_LEN_MIN, SEQ_LEN_MAX = 128, 2048
+# Chunk length for plain-text (continued pre-training) data: long enough for paragraph-level context, short
+# enough that a small GPU (or the CPU pipeline check) trains a micro-batch of 8 without trouble.
+TEXT_CHUNK_LEN = 512
 MICRO_BATCH = 8
 
-# PRD "SmolLM produces NaN" fix, as adapted for LoRA: the PRD's 1e-5 barely moves a LoRA adapter, so the
-# cap is 1e-4 with rank 4.
-SMALL_MODEL_PARAMS = 500_000_000
-SMALL_MODEL_MAX_LR = 1e-4
-SMALL_MODEL_MAX_RANK = 4
+# The PRD "SmolLM produces NaN" fix: the catalog's smallest size class (forge/catalog.yaml) caps the learning
+# rate and LoRA rank of models under its parameter limit.
 _SMALL_RULE = "PRD SmolLM stability rule"
-
-# Real models whose names carry no size, or round it across the 500M line (Qwen "0.5B" is 494M), matched
-# as name prefixes so "-instruct" variants count too.
-_KNOWN_PARAMS = {
-    "distilgpt2": 82_000_000,
-    "gpt2-medium": 355_000_000,
-    "gpt2-large": 774_000_000,
-    "gpt2-xl": 1_558_000_000,
-    "gpt2": 124_000_000,
-    "qwen2.5-0.5b": 494_000_000,
-    "qwen2-0.5b": 494_000_000,
-    "qwen1.5-0.5b": 464_000_000,
-}
 _SIZE_IN_NAME = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)([mb])(?![a-z0-9])")
 
 
@@ -187,9 +175,11 @@ def plan(
         "no model given, so the built-in 'tiny' pipeline check: random weights that learn your data's "
         "format and nothing else; name a real model for real use",
     )
-    if chosen_model.lower() == TINY_MODEL:
-        chosen_model = spec["model"] = TINY_MODEL
-    tiny = chosen_model == TINY_MODEL
+    family = tiny_family(chosen_model)
+    if family is not None:
+        # Built-in pipeline checks (tiny, tiny-qwen, ...) under their canonical lower-case names.
+        chosen_model = spec["model"] = TINY_MODEL if family == "smollm" else f"{TINY_MODEL}-{family}"
+    tiny = family is not None
 
     if train_n < 1000:
         epochs_reason = f"{train_n} training examples is a small set, so each is seen 3 times"
@@ -234,17 +224,16 @@ def plan(
     choose("lora_rank", 16, "enough capacity for style and format changes at a small memory cost")
     choose("lora_alpha", 32, "alpha = 2 × rank, the usual LoRA scaling")
 
-    tokens_p95 = chars_p95 / CHARS_PER_TOKEN
-    fitted = math.ceil(tokens_p95 / SEQ_LEN_MULTIPLE) * SEQ_LEN_MULTIPLE
-    seq_default = min(SEQ_LEN_MAX, max(SEQ_LEN_MIN, fitted))
-    seq_reason = (
-        f"95% of examples are under ~{math.ceil(tokens_p95)} tokens (chars/{CHARS_PER_TOKEN} estimate)"
-    )
-    if fitted > SEQ_LEN_MAX:
-        seq_reason += f"; capped at {SEQ_LEN_MAX} to keep memory predictable"
-    tokens_max = math.ceil(chars_max / CHARS_PER_TOKEN)
-    if tokens_max > seq_default:
-        seq_reason += f"; longer ones (up to ~{tokens_max} tokens) are truncated"
+    if _layout(stats) == TEXT_LAYOUT:
+        # Documents are concatenated and cut into chunks, so no document is truncated and every chunk is
+        # full: the length is a context size to learn from, not a fit to the examples.
+        seq_default = TEXT_CHUNK_LEN
+        seq_reason = (
+            f"plain text is joined and cut into chunks of {TEXT_CHUNK_LEN} tokens, every token trained; "
+            "longer chunks give more context per example at more memory"
+        )
+    else:
+        seq_default, seq_reason = _fitted_seq_len(chars_p95, chars_max)
     choose("max_seq_len", seq_default, seq_reason)
 
     choose("seed", 42, "fixed seed, so a rerun gives the same result")
@@ -284,30 +273,32 @@ def _apply_small_model_rule(
     model: str, spec: dict[str, Any], reasons: dict[str, str], user: Mapping[str, Any]
 ) -> None:
     """Last word on safety: applied after overrides too, and said so in the reason."""
+    small = load_catalog().size_classes[0]
     params, source = estimate_params(model)
-    if params is None or params >= SMALL_MODEL_PARAMS:
+    if params is None or small.below_params is None or params >= small.below_params:
         return
+    limit = f"{small.below_params / 1e6:.0f}M"
     why = (
         f"{_SMALL_RULE}: {model} has ~{params / 1e6:.0f}M parameters ({source}), "
-        "and models under 500M diverge"
+        f"and models under {limit} diverge"
     )
-    if spec["learning_rate"] > SMALL_MODEL_MAX_LR:
+    if spec["learning_rate"] > small.learning_rate:
         before = spec["learning_rate"]
-        spec["learning_rate"] = SMALL_MODEL_MAX_LR
+        spec["learning_rate"] = small.learning_rate
         who = f"set by you ({_show(before)}), " if "learning_rate" in user else ""
         reasons["learning_rate"] = (
-            f"{who}capped at {_show(SMALL_MODEL_MAX_LR)} by the {why} at higher rates "
+            f"{who}capped at {_show(small.learning_rate)} by the {why} at higher rates "
             "(not the PRD's 1e-5, which is too slow for LoRA)"
         )
-    if spec["lora_rank"] > SMALL_MODEL_MAX_RANK:
+    if spec["lora_rank"] > small.lora_rank:
         before = spec["lora_rank"]
-        spec["lora_rank"] = SMALL_MODEL_MAX_RANK
+        spec["lora_rank"] = small.lora_rank
         who = f"set by you ({before}), " if "lora_rank" in user else ""
-        reasons["lora_rank"] = f"{who}capped at {SMALL_MODEL_MAX_RANK} by the {why} with larger adapters"
+        reasons["lora_rank"] = f"{who}capped at {small.lora_rank} by the {why} with larger adapters"
         if "lora_alpha" not in user:
-            # Keep alpha/rank at 2: a large scaling on a small adapter undoes the point of the cap.
-            spec["lora_alpha"] = 2 * SMALL_MODEL_MAX_RANK
-            reasons["lora_alpha"] = f"alpha = 2 × rank {SMALL_MODEL_MAX_RANK} ({_SMALL_RULE})"
+            # Keep the catalog's alpha/rank ratio: a large scaling on a small adapter undoes the cap.
+            spec["lora_alpha"] = small.lora_alpha
+            reasons["lora_alpha"] = f"alpha = {small.lora_alpha} for rank {small.lora_rank} ({_SMALL_RULE})"
 
 
 def estimate_params(model: str) -> tuple[int | None, str]:
@@ -318,10 +309,10 @@ def estimate_params(model: str) -> tuple[int | None, str]:
         count = _params_from_config(config_path)
         if count is not None:
             return count, "estimated from its config.json"
+    known = load_catalog().known_params(model)
+    if known is not None:
+        return known, "known model"
     base = model.rstrip("/").rsplit("/", 1)[-1].lower()
-    for prefix, count in _KNOWN_PARAMS.items():
-        if base == prefix or base.startswith(prefix + "-"):
-            return count, "known model"
     match = _SIZE_IN_NAME.search(base)
     if match:
         scale = 1e6 if match.group(2) == "m" else 1e9
@@ -330,23 +321,25 @@ def estimate_params(model: str) -> tuple[int | None, str]:
 
 
 def _params_from_config(path: Path) -> int | None:
-    """Decoder-only transformer estimate from HF config.json: embeddings + attention + gated MLP."""
+    """Decoder-only transformer estimate from HF config.json: embeddings + attention + gated MLP + norms."""
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
         cfg = cfg.get("text_config", cfg)
         hidden = int(cfg["hidden_size"])
-        layers = int(cfg["num_hidden_layers"])
-        vocab = int(cfg["vocab_size"])
-        inter = int(cfg.get("intermediate_size") or 4 * hidden)
         heads = int(cfg.get("num_attention_heads") or 1)
-        kv_heads = int(cfg.get("num_key_value_heads") or heads)
-        head_dim = int(cfg.get("head_dim") or hidden // heads)
+        shape = Shape(
+            vocab=int(cfg["vocab_size"]),
+            hidden=hidden,
+            layers=int(cfg["num_hidden_layers"]),
+            heads=heads,
+            kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(cfg.get("head_dim") or hidden // heads),
+            intermediate=int(cfg.get("intermediate_size") or 4 * hidden),
+            tied_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
-    mlp = 3 * hidden * inter
-    embeddings = vocab * hidden * (1 if cfg.get("tie_word_embeddings", True) else 2)
-    return embeddings + layers * (attention + mlp)
+    return shape.param_count()
 
 
 def _normalize_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -368,6 +361,24 @@ def _normalize_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
             raise PlanError(f"{key} {value!r} is not valid: give {rule.expect}")
         user[key] = coerced
     return user
+
+
+def _fitted_seq_len(chars_p95: int, chars_max: int) -> tuple[int, str]:
+    tokens_p95 = chars_p95 / CHARS_PER_TOKEN
+    fitted = math.ceil(tokens_p95 / SEQ_LEN_MULTIPLE) * SEQ_LEN_MULTIPLE
+    seq_len = min(SEQ_LEN_MAX, max(SEQ_LEN_MIN, fitted))
+    reason = f"95% of examples are under ~{math.ceil(tokens_p95)} tokens (chars/{CHARS_PER_TOKEN} estimate)"
+    if fitted > SEQ_LEN_MAX:
+        reason += f"; capped at {SEQ_LEN_MAX} to keep memory predictable"
+    tokens_max = math.ceil(chars_max / CHARS_PER_TOKEN)
+    if tokens_max > seq_len:
+        reason += f"; longer ones (up to ~{tokens_max} tokens) are truncated"
+    return seq_len, reason
+
+
+def _layout(stats: StatsLike | Mapping[str, Any]) -> str:
+    value = stats.get("layout", "") if isinstance(stats, Mapping) else getattr(stats, "layout", "")
+    return value if isinstance(value, str) else ""
 
 
 def _stat(stats: StatsLike | Mapping[str, Any], field: str) -> int:

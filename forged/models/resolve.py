@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from forge.catalog import find_model, load_catalog, tiny_family
+
 TINY = "tiny"
 
 
@@ -22,9 +24,19 @@ class ModelError(ValueError):
 class ModelRef:
     kind: str  # "tiny" or "path"
     path: str = ""
+    family: str = "smollm"  # which tiny-<family>; smollm is the original `tiny`
 
     def to_runner(self) -> dict[str, str]:
-        return {"kind": self.kind} if self.kind == TINY else {"kind": "path", "path": self.path}
+        if self.kind != TINY:
+            return {"kind": "path", "path": self.path}
+        # Plain `tiny` keeps the spec it always had, so an older runner still accepts it.
+        return {"kind": TINY} if self.family == "smollm" else {"kind": TINY, "family": self.family}
+
+
+def hub_repo(name: str) -> str:
+    """The HF repo id a catalog name (`qwen`, `qwen2.5-3b`) stands for; any other name unchanged."""
+    model = find_model(name)
+    return model.repo if model is not None else name.strip()
 
 
 def _looks_like_path(name: str) -> bool:
@@ -32,12 +44,17 @@ def _looks_like_path(name: str) -> bool:
 
 
 def check_local(name: str) -> ModelRef | None:
-    """Resolve without any network: tiny, a local directory, or an HF repo id already in the cache."""
+    """Resolve without any network: tiny[-<family>], a local directory, a catalog name (`qwen`) or an HF repo
+    id already in the cache."""
     name = name.strip()
     if not name:
         raise ModelError("no model given: pass --model tiny, a local model directory, or an HF repo id")
-    if name == TINY:
-        return ModelRef(TINY)
+    family = tiny_family(name)
+    if family is not None:
+        return ModelRef(TINY, family=family)
+    if name.lower().startswith(TINY + "-"):
+        families = ", ".join(f"tiny-{f}" for f in load_catalog().families)
+        raise ModelError(f"unknown pipeline-check model {name!r}: use tiny or one of {families}")
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
@@ -45,9 +62,12 @@ def check_local(name: str) -> ModelRef | None:
         return ModelRef("path", str(path.resolve()))
     if _looks_like_path(name):
         raise ModelError(f"no model directory at {name}: check the path, or pass an HF repo id like org/name")
+    name = hub_repo(name)
     if name.count("/") != 1:
+        shorts = ", ".join(m.short_name for m in load_catalog().models if m.short_name)
         raise ModelError(
-            f"unknown model {name!r}: pass --model tiny, a local model directory, or an HF repo id (org/name)"
+            f"unknown model {name!r}: pass --model tiny, one of {shorts}, a local model directory, "
+            "or an HF repo id (org/name)"
         )
     from huggingface_hub import snapshot_download  # imported lazily: it is heavy and rarely needed
 
@@ -58,7 +78,9 @@ def check_local(name: str) -> ModelRef | None:
 
 
 def download(name: str, progress: Callable[[str], None]) -> ModelRef:
-    """Fetch an HF repo into the local cache, or explain how to get it there when the hub is unreachable."""
+    """Fetch an HF repo (or the one a catalog name stands for) into the local cache, or explain how to get it
+    there when the hub is unreachable."""
+    name = hub_repo(name)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 

@@ -16,7 +16,7 @@ from forged.brain.ingest import (
     DatasetStats,
     load_records,
     prepare,
-    to_conversations,
+    to_examples,
 )
 
 
@@ -44,10 +44,10 @@ def write_jsonl(tmp_path: Path, name: str, records: list[Any]) -> Path:
     return write(tmp_path, name, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def convs_of(path: Path, name: str | None = None) -> tuple[list[list[dict[str, str]]], str, dict[str, int]]:
+def convs_of(path: Path, name: str | None = None) -> tuple[list[Any], str, dict[str, int]]:
     records, _ = load_records(path, name or path.name)
-    convs, layout, dropped = to_conversations(records, name or path.name)
-    return [list(c) for c in convs], layout, dict(dropped)
+    convs, layout, dropped = to_examples(records, name or path.name)
+    return [c if isinstance(c, str) else list(c) for c in convs], layout, dict(dropped)
 
 
 def qa(user: str, assistant: str, system: str | None = None) -> list[dict[str, str]]:
@@ -58,7 +58,7 @@ def qa(user: str, assistant: str, system: str | None = None) -> list[dict[str, s
 def data_error(path: Path, name: str | None = None) -> str:
     with pytest.raises(DataError) as info:
         records, _ = load_records(path, name or path.name)
-        to_conversations(records, name or path.name)
+        to_examples(records, name or path.name)
     message = str(info.value)
     assert "\n" not in message and "\r" not in message, message
     return message
@@ -170,13 +170,13 @@ def test_openai_messages(tmp_path: Path) -> None:
                 ]
             },
             {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "   "}]},
-            {"messages": [{"role": "tool", "content": "{}"}, {"role": "assistant", "content": "a"}]},
+            {"messages": [{"role": "narrator", "content": "{}"}, {"role": "assistant", "content": "a"}]},
         ],
     )
     convs, layout, dropped = convs_of(path)
     assert layout == "messages"
     assert convs == [qa("Hi", "Hello!", system="Be kind."), qa("Parts", "ok")]
-    assert dropped == {"no user turn": 1, "empty response": 1, "unsupported role 'tool'": 1}
+    assert dropped == {"no user turn": 1, "empty response": 1, "unsupported role 'narrator'": 1}
 
 
 def test_sharegpt_conversations(tmp_path: Path) -> None:
@@ -190,19 +190,11 @@ def test_sharegpt_conversations(tmp_path: Path) -> None:
                 {"from": "assistant", "value": "Sure"},
             ]
         },
-        {
-            "conversations": [
-                {"from": "human", "value": "Weather?"},
-                {"from": "function_call", "value": '{"name": "weather"}'},
-                {"from": "observation", "value": '{"temp": 20}'},
-                {"from": "gpt", "value": "20 degrees"},
-            ],
-            "tools": "[]",
-        },
+        {"conversations": [{"from": "human", "value": "Bye"}, {"from": "gpt", "value": "See you"}]},
     ]
     path = write(tmp_path, "sharegpt.json", json.dumps(records, indent=2))
     convs, layout, dropped = convs_of(path)
-    assert layout == "conversations"
+    assert layout == "conversations" and dropped == {}
     assert convs == [
         [
             {"role": "system", "content": "You help."},
@@ -210,9 +202,97 @@ def test_sharegpt_conversations(tmp_path: Path) -> None:
             {"role": "assistant", "content": "Hello"},
             {"role": "user", "content": "More?"},
             {"role": "assistant", "content": "Sure"},
-        ]
+        ],
+        qa("Bye", "See you"),
     ]
-    assert dropped == {"unsupported role 'function_call'": 1}
+
+
+def test_tool_calling_rejects_the_file(tmp_path: Path) -> None:
+    plain = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}
+    glaive = {
+        "conversations": [
+            {"from": "human", "value": "Weather?"},
+            {"from": "function_call", "value": '{"name": "weather"}'},
+            {"from": "observation", "value": '{"temp": 20}'},
+            {"from": "gpt", "value": "20 degrees"},
+        ],
+        "tools": '[{"name": "weather"}]',
+    }
+    message = data_error(write(tmp_path, "tools.json", json.dumps([plain, glaive, plain])))
+    assert message.startswith("1 of 3 conversations in tools.json use tool calling (")
+    assert "'function_call'" in message and "'observation'" in message and "a tools field" in message
+    assert "remove those conversations" in message
+    # OpenAI's spelling: an assistant turn that carries tool_calls, then a tool turn.
+    openai = {
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"type": "function"}]},
+            {"role": "tool", "content": "20"},
+            {"role": "assistant", "content": "20 degrees"},
+        ]
+    }
+    message = data_error(write_jsonl(tmp_path, "tools.jsonl", [openai]))
+    assert "'assistant with tool_calls'" in message and "'tool'" in message
+
+
+def test_weights_kept_on_assistant_turns(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path,
+        "w.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "Q", "weight": 0},  # a no-op on a user turn: dropped
+                    {"role": "assistant", "content": "draft", "weight": 0},
+                    {"role": "user", "content": "again"},
+                    {"role": "assistant", "content": "final", "weight": 1},
+                    {"role": "user", "content": "thanks"},
+                    {"role": "assistant", "content": "bye", "weight": 0},  # untrained tail: cut
+                ]
+            },
+            {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]},
+            {
+                "messages": [
+                    {"role": "user", "content": "Q"},
+                    {"role": "assistant", "content": "A", "weight": 0},
+                ]
+            },
+        ],
+    )
+    convs, layout, dropped = convs_of(path)
+    assert layout == "messages"
+    assert convs == [
+        [
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "draft", "weight": 0},
+            {"role": "user", "content": "again"},
+            {"role": "assistant", "content": "final", "weight": 1},
+        ],
+        qa("Q", "A"),
+    ]
+    assert dropped == {"every assistant turn has weight 0": 1}
+
+
+@pytest.mark.parametrize(
+    ("turn", "needle"),
+    [
+        (
+            {"role": "assistant", "content": "A", "weight": 0.5},
+            "message 1 has weight 0.5; a weight must be 0",
+        ),
+        ({"role": "assistant", "content": "A", "weight": "1"}, 'message 1 has weight "1"'),
+        ({"role": "assistant", "content": "A", "weight": True}, "message 1 has weight true"),
+        (
+            {"role": "user", "content": "more", "weight": 1},
+            "message 1 is a user turn with weight 1, but only",
+        ),
+    ],
+)
+def test_bad_weight_rejects_the_file(tmp_path: Path, turn: dict[str, Any], needle: str) -> None:
+    good = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}
+    bad = {"messages": [{"role": "user", "content": "Q"}, turn, {"role": "assistant", "content": "A"}]}
+    message = data_error(write_jsonl(tmp_path, "w.jsonl", [good, bad]))
+    assert message.startswith(f"record 2 of w.jsonl: {needle}"), message
 
 
 def test_messages_as_json_string_in_csv(tmp_path: Path) -> None:
@@ -252,7 +332,7 @@ def test_csv_quoting_bom_and_crlf(tmp_path: Path) -> None:
     path = write(tmp_path, "q.csv", content.encode("utf-8"))
     records, fmt = load_records(path, "q.csv")
     assert fmt == "csv"
-    convs, layout, _ = to_conversations(records)
+    convs, layout, _ = to_examples(records)
     assert layout == "question/answer"
     assert convs == [qa("Hi, there", 'line one\r\nline two, with "quotes"')]
 
@@ -262,7 +342,7 @@ def test_other_delimiters(tmp_path: Path, name: str, delimiter: str, fmt: str) -
     path = write_csv(tmp_path, name, ["prompt", "response"], [["a, b", "c"]], delimiter=delimiter)
     records, found = load_records(path, name)
     assert found == fmt
-    assert to_conversations(records)[0] == [qa("a, b", "c")]
+    assert to_examples(records)[0] == [qa("a, b", "c")]
 
 
 def test_format_detected_by_content(tmp_path: Path) -> None:
@@ -379,9 +459,49 @@ def test_json_extension_but_csv_content(tmp_path: Path) -> None:
     assert "not JSON" in message and ".csv" in message
 
 
-def test_plain_text(tmp_path: Path) -> None:
-    message = data_error(write(tmp_path, "poems.txt", "First Citizen:\nBefore we proceed any further\n"))
-    assert "plain text" in message
+def test_plain_text_is_one_document_per_paragraph(tmp_path: Path) -> None:
+    content = "First Citizen:\r\nBefore we proceed,\r\n  hear me.\r\n\r\n \t \r\nAll:\r\nSpeak.\r\n\r\n\r\n"
+    records, fmt = load_records(write(tmp_path, "poems.txt", content), "poems.txt")
+    assert fmt == "text"
+    docs, layout, dropped = to_examples(records)
+    assert layout == "text" and dropped == {}
+    assert docs == ["First Citizen:\nBefore we proceed,\n  hear me.", "All:\nSpeak."]
+
+
+def test_txt_with_a_known_header_is_a_table(tmp_path: Path) -> None:
+    # Excel's "Text (Tab delimited)" export: a .txt whose header names a layout is read as a table.
+    path = write_csv(tmp_path, "export.txt", ["prompt", "response"], [["a, b", "c"]], delimiter="\t")
+    records, fmt = load_records(path, "export.txt")
+    assert fmt == "tsv" and to_examples(records)[0] == [qa("a, b", "c")]
+    # Prose with commas in its first line is still prose.
+    records, fmt = load_records(write(tmp_path, "p.txt", "Well, sir, well.\nAnd so.\n"), "p.txt")
+    assert fmt == "text" and to_examples(records)[0] == ["Well, sir, well.\nAnd so."]
+
+
+def test_text_records_are_documents(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path,
+        "docs.jsonl",
+        [
+            {"id": 1, "text": "\n    def f():\n        return 1\n", "meta": {"lang": "py"}},
+            {"id": 2, "text": "  \n"},
+            {"id": 3, "text": "A line. " * 600},
+        ],
+    )
+    docs, layout, dropped = convs_of(path)
+    assert layout == "text"
+    assert docs == ["    def f():\n        return 1"]  # indentation is content; blank lines around it are not
+    assert dropped == {"empty text": 1, "repetitive text": 1}
+
+
+def test_text_beside_a_label_is_not_prose(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "cls.csv", ["text", "label"], [["great film", "positive"]])
+    assert data_error(path).startswith("no known column layout in cls.csv (columns: text, label)")
+
+
+def test_plain_text_without_txt_extension(tmp_path: Path) -> None:
+    message = data_error(write(tmp_path, "poems", "First Citizen:\nBefore we proceed any further\n"))
+    assert "plain text" in message and ".txt" in message
 
 
 def test_nothing_usable(tmp_path: Path) -> None:

@@ -243,3 +243,27 @@ def test_accepts_stats_as_proto_json_dict() -> None:
     )
     assert isinstance(as_dict["train_examples"], str)
     assert plan(GOAL, as_dict, {}, None) == plan(GOAL, stats(), {}, None)
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen", "TINY-Gemma2"])
+def test_tiny_family_is_planned_as_a_pipeline_check_and_resolves_to_its_family(name: str) -> None:
+    from forged.models.resolve import check_local
+
+    p = plan(GOAL, stats(), {}, name)
+    family = name.lower().removeprefix("tiny-")
+    assert p.spec["model"] == f"tiny-{family}" and p.spec["learning_rate"] == 1e-3
+    assert check_local(p.spec["model"]).to_runner() == {"kind": "tiny", "family": family}  # type: ignore[union-attr]
+
+
+def test_short_name_is_planned_by_its_catalog_size_and_names_the_repo_offline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from forged.models.resolve import ModelError, resolve
+
+    assert plan(GOAL, stats(), {}, "qwen").spec["lora_rank"] == 16  # 3B: not the small-model rule
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-forge-test")
+    with pytest.raises(
+        ModelError, match=r"'Qwen/Qwen2\.5-3B-Instruct' is not in the local Hugging Face cache"
+    ):
+        resolve("qwen", lambda _: None)

@@ -88,15 +88,26 @@ def test_openai_toy_chat_flaws_dropped(realdata: Path, tmp_path: Path) -> None:
     assert stats.chars_max < 1000
 
 
-def test_glaive_toolcall_sharegpt(realdata: Path, tmp_path: Path) -> None:
+def test_glaive_toolcall_is_refused_with_a_reason(realdata: Path, tmp_path: Path) -> None:
     src = one(realdata, "llamafactory_glaive_toolcall_en/*.json")
+    with pytest.raises(DataError) as info:
+        prepare(src, src.name, tmp_path, seed=1)
+    message = str(info.value)
+    # 153 conversations call a function; 38 more carry a tools list their plain answers were written for.
+    assert message.startswith(f"191 of 300 conversations in {src.name} use tool calling (")
+    assert "'function_call'" in message and "'observation'" in message and "remove those" in message
+    assert not (tmp_path / "train.jsonl").exists()
+
+
+def test_tinyshakespeare_is_text_by_paragraph(realdata: Path, tmp_path: Path) -> None:
+    src = one(realdata, "tinyshakespeare/input.txt")
     result = prepare(src, src.name, tmp_path, seed=1)
-    check_sane(result)
     stats = result.stats
-    assert (stats.layout, stats.source_format, stats.rows_in) == ("conversations", "json", 300)
-    # Tool-call conversations wait for the tools slice; plain chats are kept.
-    assert stats.dropped_reasons == {"unsupported role 'function_call'": 153}
-    assert stats.train_examples + stats.val_examples == 147
+    assert (stats.layout, stats.source_format, stats.dropped) == ("text", "text", 0)
+    assert stats.train_examples + stats.val_examples == stats.rows_in > 7000
+    first = read_split(result.train_data)[0]
+    assert set(first) == {"text"} and first["text"].count("\n\n") == 0
+    assert plan("test", stats, {}, None).spec["max_seq_len"] == 512
 
 
 def test_customer_support_tickets_has_no_layout(realdata: Path, tmp_path: Path) -> None:

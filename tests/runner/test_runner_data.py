@@ -13,11 +13,12 @@ from transformers import PreTrainedTokenizerBase
 
 from runner_image.data import (
     IGNORE_INDEX,
+    ChatRow,
     collate,
     ensure_pad_token,
     epoch_order,
     load_dataset,
-    read_chat_jsonl,
+    read_rows,
     render,
     tokenize_example,
 )
@@ -49,13 +50,19 @@ def _trained_segments(tokenizer: PreTrainedTokenizerBase, ids: list[int], labels
     return [tokenizer.decode(s) for s in segments]
 
 
+def _chats(path: Path) -> list[list[dict[str, Any]]]:
+    rows = read_rows(path)
+    assert all(isinstance(r, ChatRow) for r in rows)
+    return [r.messages for r in rows if isinstance(r, ChatRow)]
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
 def test_rendered_text_is_the_tokenizers_own_template(tiny_tokenizer: PreTrainedTokenizerBase) -> None:
-    for _line, messages in read_chat_jsonl(TRAIN):
+    for messages in _chats(TRAIN):
         text = render(tiny_tokenizer, messages)
         assert text == tiny_tokenizer.apply_chat_template(messages, tokenize=False)
         example, truncated = tokenize_example(tiny_tokenizer, messages, 4096)
@@ -86,7 +93,7 @@ def test_only_assistant_turns_and_their_end_of_turn_are_trained(
 
 
 def test_system_and_user_tokens_are_never_trained(tiny_tokenizer: PreTrainedTokenizerBase) -> None:
-    for _line, messages in read_chat_jsonl(TRAIN):
+    for messages in _chats(TRAIN):
         example, _ = tokenize_example(tiny_tokenizer, messages, 4096)
         expected = [m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"]
         assert _trained_segments(tiny_tokenizer, example.input_ids, example.labels) == expected
@@ -162,11 +169,25 @@ def test_all_masked_dataset_is_bad_data(tiny_tokenizer: PreTrainedTokenizerBase,
     assert info.value.code == "no_trainable_examples" and info.value.exit_code == EXIT_BAD_INPUT
 
 
+def test_weight_zero_everywhere_is_bad_data(tiny_tokenizer: PreTrainedTokenizerBase, tmp_path: Path) -> None:
+    draft = {"role": "assistant", "content": "draft", "weight": 0}
+    rows = [{"messages": [{"role": "user", "content": f"question {i}"}, draft]} for i in range(3)]
+    with pytest.raises(RunnerError) as info:
+        load_dataset(_write_jsonl(tmp_path / "t.jsonl", rows), tiny_tokenizer, max_seq_len=64)
+    assert info.value.code == "no_trainable_examples" and "weight 1" in info.value.hint
+
+
 @pytest.mark.parametrize(
     ("line", "needle"),
     [
         ("{not json", "line 2: not valid JSON"),
-        ('{"text": "hi"}', 'line 2: expected an object with a "messages" list'),
+        ('{"prompt": "hi"}', 'line 2: expected an object with a "messages" list'),
+        ('{"text": "  "}', 'line 2: "text" must be a non-empty string'),
+        ('{"messages": [{"role": "user", "content": "x", "weight": 1}]}', "line 2: message 0 is a user turn"),
+        (
+            '{"messages": [{"role": "assistant", "content": "x", "weight": 2}]}',
+            "line 2: message 0 has weight 2",
+        ),
         ('{"messages": [{"role": "tool", "content": "x"}]}', "line 2: message 0 has role 'tool'"),
         ('{"messages": [{"role": "user", "content": 3}]}', "line 2: message 0 content must be a string"),
     ],
@@ -176,7 +197,7 @@ def test_malformed_lines_name_the_line(tmp_path: Path, line: str, needle: str) -
     path = tmp_path / "t.jsonl"
     path.write_text(good + "\n" + line + "\n")
     with pytest.raises(RunnerError, match=needle) as info:
-        read_chat_jsonl(path)
+        read_rows(path)
     assert info.value.exit_code == EXIT_BAD_INPUT
 
 
