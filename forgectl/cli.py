@@ -161,8 +161,8 @@ def ignite(
     spec = igniting.final_spec(planned, prepared, goal, export=not no_export)
     if human:
         con.print(output.decisions_table(planned))
-        if spec.model == "tiny":
-            con.print(Text(output.TINY_NOTE, style="yellow"))
+        if spec.model == "tiny" or spec.model.startswith("tiny-"):
+            con.print(Text(output.tiny_note(spec.model), style="yellow"))
     if dry_run:
         if state.json:
             output.emit_json(output.plan_to_dict(prepared, planned, spec))

@@ -28,10 +28,14 @@ STATE_STYLE = {
     "failed": "red",
     "cancelled": "yellow",
 }
-TINY_NOTE = (
-    "note: model 'tiny' is a pipeline check with random weights: it learns your data but knows nothing "
-    "else. Pass --model with a real model (an HF repo id or a local directory) for a useful fine-tune."
-)
+
+
+def tiny_note(model: str) -> str:
+    return (
+        f"note: model '{model}' is a pipeline check with random weights: it learns your data but knows "
+        "nothing else. Pass --model with a real model (a short name like qwen, an HF repo id or a local "
+        "directory) for a useful fine-tune."
+    )
 
 
 def console(stderr: bool = False) -> Console:

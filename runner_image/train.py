@@ -33,10 +33,9 @@ from runner_image.format_check import format_preflight
 from runner_image.lora_targets import lora_targets
 from runner_image.signals import StopFlag
 from runner_image.spec import HParams, ModelRef, RunnerSpec
-from runner_image.tiny import build_model, load_tokenizer, pipeline_check_warning
+from runner_image.tiny import build_model, load_tokenizer, pipeline_check_warning, tiny_name
 
 MAX_GRAD_NORM = 1.0
-TINY_NAME = "forge-tiny"
 
 
 def pick_device() -> tuple[torch.device, torch.dtype | None]:
@@ -177,6 +176,11 @@ def fingerprint(spec: RunnerSpec) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _base_name(ref: ModelRef) -> str:
+    """What the adapter records as its base: a local path, or forge-tiny[-family] for a built-in model."""
+    return f"forge-{tiny_name(ref.tiny_family)}" if ref.kind == "tiny" else str(ref.path)
+
+
 def _write_json(path: Path, obj: object) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
@@ -223,9 +227,7 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
         model = get_peft_model(model.to(device), lora)
     except ValueError as e:
         raise RunnerError("bad_model", f"cannot attach LoRA to this model: {e}") from e
-    model.peft_config["default"].base_model_name_or_path = (
-        TINY_NAME if spec.model.kind == "tiny" else spec.model.path
-    )
+    model.peft_config["default"].base_model_name_or_path = _base_name(spec.model)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=hp.learning_rate, weight_decay=0.0)
@@ -369,7 +371,7 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
             # This attempt only: a resumed run does not know how fast the earlier attempts were.
             "tokens_per_second": train_tokens / train_seconds if train_seconds > 0 else None,
             "train_tokens": train_tokens,
-            "base_model": TINY_NAME if spec.model.kind == "tiny" else spec.model.path,
+            "base_model": _base_name(spec.model),
         },
     )
     events.artifact("adapter", str(adapter_dir))
