@@ -6,9 +6,10 @@ In order of preference:
 - `forge_varlen` on CUDA otherwise: PyTorch's built-in FlashAttention varlen kernel
   (`torch.nn.attention.varlen`, torch >= 2.10), registered here with transformers' AttentionInterface, so no
   extra package has to be compiled into the image.
-- `sdpa` everywhere else (CPU, old torch, soft-capped models): transformers builds a block-diagonal causal
-  mask from the restarting position ids. Correct, but attention then costs (sum of lengths)^2 instead of
-  the sum of squares, which is fine at the sequence lengths a CPU trains.
+- `sdpa` everywhere else (CPU, old torch): transformers builds a block-diagonal causal mask from the
+  restarting position ids. Correct, but attention then costs (sum of lengths)^2 instead of the sum of
+  squares, which is fine at the sequence lengths a CPU trains. Soft-capped models (Gemma 2) get `eager`
+  with the same mask, since sdpa cannot soft-cap.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def choose(model: PreTrainedModel, device: torch.device) -> str:
     elif device.type == "cuda" and _torch_varlen() is not None and not softcapped:
         _register()
         name = VARLEN
+    elif softcapped:
+        # sdpa cannot soft-cap attention logits (Gemma 2); eager can, with the same block-diagonal mask.
+        name = "eager"
     else:
         name = "sdpa"
     set_attention(model, name)
