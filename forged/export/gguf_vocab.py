@@ -156,7 +156,13 @@ def _spm_tokens(
 
 
 def _adds_space_prefix(tj: dict[str, Any]) -> bool:
-    """SentencePiece's dummy prefix: a Prepend('▁') normalizer, or a Metaspace pre-tokenizer that prepends."""
+    """SentencePiece's dummy prefix, as llama.cpp applies it: at the start and after every special token.
+
+    That is the legacy Prepend('▁') normalizer. transformers 5 re-saves these tokenizers as Metaspace with
+    prepend_scheme "first" (a prefix only at the very start of the input), which llama.cpp cannot express;
+    of its two settings, "no prefix" differs from it only when a text starts with plain text instead of a
+    special token, where "prefix" would differ after every special token of every turn.
+    """
     normalizer = tj.get("normalizer") or {}
     for step in normalizer.get("normalizers") or [normalizer]:
         if step.get("type") == "Prepend" and step.get("prepend") == "\u2581":
@@ -164,5 +170,5 @@ def _adds_space_prefix(tj: dict[str, Any]) -> bool:
     pre = tj.get("pre_tokenizer") or {}
     for step in pre.get("pretokenizers") or [pre]:
         if step.get("type") == "Metaspace":
-            return step.get("prepend_scheme", "always") != "never" and step.get("add_prefix_space", True)
+            return step.get("prepend_scheme", "always") == "always" and step.get("add_prefix_space", True)
     return False

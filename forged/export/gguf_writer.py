@@ -67,8 +67,11 @@ def sanitized_name(hf_dir: Path, config: dict[str, Any]) -> str:
     """general.name: a display name without paths, user names or control characters."""
     raw = str(config.get("_name_or_path") or hf_dir.name).rstrip("/")
     raw = raw.split("/")[-1] if raw.startswith(("/", ".", "~")) else raw
-    clean = re.sub(r"[^A-Za-z0-9._+/ -]+", "-", raw).strip(" -")
-    return clean[:96] or "forge-model"
+    clean = re.sub(r"[^A-Za-z0-9._+/ -]+", "-", raw).strip(" -")[:96] or "forge-model"
+    if config.get("model_type") == "phi3" and not re.search(r"phi-?3", clean, re.IGNORECASE):
+        # llama.cpp gives Phi-3's special tokens their rstrip behaviour only when general.name says phi3
+        clean += "-phi3"
+    return clean
 
 
 def _read_config(hf_dir: Path) -> dict[str, Any]:
