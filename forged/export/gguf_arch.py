@@ -63,6 +63,11 @@ class ArchPlan:
             return True
         return self.tied and hf_name == "lm_head.weight"
 
+    def changes(self, hf_name: str) -> bool:
+        """Whether fix() rewrites this tensor (then it is handled whole; everything else streams by rows)."""
+        qk = hf_name.endswith(("self_attn.q_proj.weight", "self_attn.k_proj.weight"))
+        return (self.permute_qk and qk) or (self.norm_plus_one and hf_name.endswith("norm.weight"))
+
     def fix(self, hf_name: str, data: np.ndarray) -> np.ndarray:
         """The tensor as llama.cpp's graph for this architecture expects it (float32 in, float32 out)."""
         if self.permute_qk and hf_name.endswith("self_attn.q_proj.weight"):

@@ -1,7 +1,7 @@
 """Forge's HF -> GGUF converter: `convert(hf_dir, out, out_type)`.
 
-Memory stays at about one tensor whatever the model size: the tensor table is planned from the safetensors
-headers alone, the GGUF header and table are written first, then each tensor is read from its memory map,
+Memory stays flat whatever the model size: the tensor table is planned from the safetensors
+headers alone, the GGUF header and table are written first, then each tensor is read in blocks of rows,
 fixed up, encoded and written before the next is touched. The output appears only complete: it is written
 to `<out>.partial`, fsynced and renamed.
 """
@@ -150,34 +150,57 @@ def _write(hf_dir: Path, path: Path, plan: gguf_arch.ArchPlan, out_type: str, sa
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        for i, (s, data) in enumerate(zip(sources, _tensor_data(sources, plan), strict=True), 1):
-            writer.write_tensor_data(gguf_types.encode(data, s.type))
-            say(f"[{i}/{len(sources)}] {s.gguf_name} {gguf.GGMLQuantizationType(s.type.ggml).name}")
+        total = sum(s.type.nbytes for s in sources)
+        say(f"writing {len(sources)} tensors ({total / 2**20:.0f} MiB)")
         assert writer.fout is not None
-        for f in writer.fout:
-            f.flush()
-            os.fsync(f.fileno())
+        fout = writer.fout[0]
+        for i, s in enumerate(sources, 1):
+            writer.write_padding(fout, fout.tell())
+            written = 0
+            for block in _encoded_blocks(s, plan):
+                block.tofile(fout)
+                written += block.nbytes
+            if written != s.type.nbytes:
+                raise ExportError(f"tensor {s.hf_name}: wrote {written} bytes, expected {s.type.nbytes}")
+            writer.write_padding(fout, written)
+            say(f"[{i}/{len(sources)}] {s.gguf_name} {gguf.GGMLQuantizationType(s.type.ggml).name}")
+        fout.flush()
+        os.fsync(fout.fileno())
     finally:
         writer.close()
 
 
-def _tensor_data(sources: list[_Source], plan: gguf_arch.ArchPlan) -> Iterator[np.ndarray]:
-    """Each tensor as float32, fixed up for llama.cpp, one at a time (only the current one is in memory)."""
+def _encoded_blocks(s: _Source, plan: gguf_arch.ArchPlan) -> Iterator[np.ndarray]:
+    """The tensor's GGUF bytes in blocks of rows, read with plain file reads rather than a memory map, so
+    neither the process's heap nor its resident file pages grow beyond one block, whatever the model size.
+    Tensors the architecture rewrites (q/k, norms: small) are handled whole."""
     from gguf.utility import SafetensorsLocal
 
-    opened: dict[Path, dict[str, Any]] = {}
-    for s in sources:
-        if s.file is None:
-            yield plan.extra_tensors[s.hf_name]
-            continue
-        if s.file not in opened:
-            opened.clear()  # files are visited in order: drop the previous file's header table
-            opened[s.file] = SafetensorsLocal(s.file).tensors
-        info = opened[s.file][s.hf_name]
-        raw = info.mmap_bytes()
-        data = _READERS[info.dtype](raw).reshape(s.shape)
-        del raw
-        yield plan.fix(s.hf_name, data)
+    if s.file is None:
+        yield gguf_types.encode(plan.extra_tensors[s.hf_name], s.type)
+        return
+    info = SafetensorsLocal(s.file).tensors[s.hf_name]
+    read = _READERS[info.dtype]
+    width = int(np.prod(s.shape[1:])) if len(s.shape) > 1 else int(np.prod(s.shape))
+    rows = s.shape[0] if len(s.shape) > 1 else 1
+    src_item = info.data_range.size // max(1, rows * width)
+    step = rows if plan.changes(s.hf_name) else max(1, _BLOCK_BYTES // (width * 4))
+    for r0 in range(0, rows, step):
+        n = min(step, rows - r0)
+        raw = np.fromfile(
+            s.file,
+            dtype=np.uint8,
+            count=n * width * src_item,
+            offset=info.data_range.offset + r0 * width * src_item,
+        )
+        data = read(raw).reshape((n, *s.shape[1:]) if len(s.shape) > 1 else s.shape)
+        if plan.changes(s.hf_name):
+            data = plan.fix(s.hf_name, data)
+        yield gguf_types.encode(data, s.type)
+
+
+# rows of float32 per step: large enough for full-speed numpy, small enough to be invisible in RSS
+_BLOCK_BYTES = 32 * 2**20
 
 
 def _bf16(raw: np.ndarray) -> np.ndarray:
@@ -186,7 +209,7 @@ def _bf16(raw: np.ndarray) -> np.ndarray:
 
 
 _READERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "F32": lambda raw: np.array(raw.view(np.float32)),
+    "F32": lambda raw: raw.view(np.float32),
     "F16": lambda raw: raw.view(np.float16).astype(np.float32),
     "BF16": _bf16,
 }

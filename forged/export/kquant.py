@@ -53,7 +53,10 @@ def convert_k_quant(hf_dir: Path, out: Path, out_type: str, say: Callable[[str],
 def _quantize(tool: str, src: Path, dst: Path, out_type: str) -> None:
     if tool == "llama-quantize":
         done = subprocess.run(
-            ["llama-quantize", str(src), str(dst), out_type.upper()], capture_output=True, text=True, check=False
+            ["llama-quantize", str(src), str(dst), out_type.upper()],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]

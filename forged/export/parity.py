@@ -16,21 +16,26 @@ from typing import Any
 
 from pydantic import BaseModel, computed_field
 
-# Max |log p_llama.cpp - log p_HF| over llama.cpp's top-k tokens at every compared position, in nats.
-# Measured on the tiny test models (float32 HF reference, CPU llama.cpp): F32 ~1e-4 (llama.cpp's kernels
-# reorder sums), F16 and BF16 round each weight to 11 and 8 significant bits, Q8_0 to 8 bits per block of 32,
-# Q4_0 to 4 bits. The limits sit several times above the largest difference measured for a correct file and
-# far below what a wrong file gives (a missing q/k permutation or a wrong norm moves log-probs by whole nats).
+# Max |log p_llama.cpp - log p_HF| over llama.cpp's top-5 tokens at every compared position, in nats.
+# Largest values measured for correct files over the tiny models of all seed families (float32 HF reference,
+# CPU llama.cpp, 8 greedy steps): F32 0.006 and F16 0.006 (both bounded by llama.cpp's F16 KV cache), BF16
+# 0.028, Q8_0 0.088, Q4_0 1.28. A llama file without the q/k permutation measured 0.7-1.3 and 8 nats
+# once attention is position-sensitive. Each limit is 3-10x the correct maximum: F16/F32/BF16/Q8_0 tell a
+# wrong layout from rounding; Q4_0's own error is as large as a layout error, so layouts are checked at F16.
 TOLERANCE: dict[str, float] = {
-    "f32": 0.02,
+    "f32": 0.05,
     "f16": 0.05,
-    "bf16": 0.25,
+    "bf16": 0.15,
     "q8_0": 0.25,
-    "q4_0": 1.5,
+    "q4_0": 2.5,
 }
 # Output types whose greedy continuation must equal HF's token for token; quantised files may legitimately
 # flip a near-tie, which the log-prob tolerance already bounds.
 EXACT_GREEDY = frozenset({"f32", "f16", "bf16"})
+SKIPPED_WARNING = (
+    "PARITY GATE SKIPPED (--skip-verify): this GGUF was NOT compared with the merged model in llama.cpp; "
+    "its tokenization, weights layout and stop token are unchecked"
+)
 TOP_K = 5
 N_GREEDY = 8
 

@@ -33,13 +33,17 @@ def test_unknown_architecture_is_refused_naming_the_supported_ones(
 
 
 def test_unknown_output_type_is_refused(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="unknown GGUF output type 'q3_0'.*q8_0"):
+    with pytest.raises(ExportError, match=r"unknown GGUF output type 'q3_0'.*q8_0"):
         convert(tiny_models["smollm"], tmp_path / "out.gguf", "q3_0")
 
 
-@pytest.mark.skipif(kquant.quantizer_available() is not None, reason="a llama.cpp quantizer is installed here")
-def test_k_quant_without_a_quantizer_says_what_to_install(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="Q4_K_M needs llama.cpp's quantizer: install llama-cpp-python"):
+@pytest.mark.skipif(
+    kquant.quantizer_available() is not None, reason="a llama.cpp quantizer is installed here"
+)
+def test_k_quant_without_a_quantizer_says_what_to_install(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ExportError, match=r"Q4_K_M needs llama\.cpp's quantizer: install llama-cpp-python"):
         convert(tiny_models["smollm"], tmp_path / "out.gguf", "q4_k_m")
     assert not list(tmp_path.iterdir())
 
@@ -53,11 +57,15 @@ def test_k_quant_produces_a_file_llama_cpp_loads(tiny_models: dict[str, Path], t
         assert llama.tokenize("hello", add_special=False)
 
 
-def test_metadata_carries_the_chat_template_and_stop_tokens(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+def test_metadata_carries_the_chat_template_and_stop_tokens(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     import gguf
     from transformers import AutoTokenizer
 
-    hf_dir = _copy_with_config(tiny_models["smollm"], tmp_path / "m", _name_or_path="/home/alice/runs/x/my model")
+    hf_dir = _copy_with_config(
+        tiny_models["smollm"], tmp_path / "m", _name_or_path="/home/alice/runs/x/my model"
+    )
     out = convert(hf_dir, tmp_path / "m.gguf", "q8_0")
     fields = gguf.GGUFReader(out).fields
     tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
@@ -70,13 +78,18 @@ def test_metadata_carries_the_chat_template_and_stop_tokens(tiny_models: dict[st
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert value(gguf.Keys.Tokenizer.EOT_ID) == im_end
     assert value(gguf.Keys.Tokenizer.EOS_ID) == tokenizer.eos_token_id
-    assert len(value(gguf.Keys.Tokenizer.LIST)) == json.loads((hf_dir / "config.json").read_text())["vocab_size"]
+    assert (
+        len(value(gguf.Keys.Tokenizer.LIST)) == json.loads((hf_dir / "config.json").read_text())["vocab_size"]
+    )
     assert value(gguf.Keys.General.FILE_TYPE) == gguf.LlamaFileType.MOSTLY_Q8_0
 
 
 @pytest.mark.parametrize(
     ("name_or_path", "expected"),
-    [("/home/alice/runs/x/my-model", "my-model"), ("HuggingFaceTB/SmolLM2-135M", "HuggingFaceTB/SmolLM2-135M")],
+    [
+        ("/home/alice/runs/x/my-model", "my-model"),
+        ("HuggingFaceTB/SmolLM2-135M", "HuggingFaceTB/SmolLM2-135M"),
+    ],
 )
 def test_general_name_holds_no_local_path(name_or_path: str, expected: str) -> None:
     assert sanitized_name(Path("/tmp/whatever"), {"_name_or_path": name_or_path}) == expected

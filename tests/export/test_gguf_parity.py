@@ -29,7 +29,9 @@ def _cases() -> list[object]:
 
 
 @pytest.mark.parametrize(("family", "out_type"), _cases())
-def test_family_passes_the_gate(tiny_models: dict[str, Path], tmp_path: Path, family: str, out_type: str) -> None:
+def test_family_passes_the_gate(
+    tiny_models: dict[str, Path], tmp_path: Path, family: str, out_type: str
+) -> None:
     hf_dir = tiny_models[family]
     gguf_path = convert(hf_dir, tmp_path / f"{family}.gguf", out_type)
     report = verify(hf_dir, gguf_path, PROMPTS, out_type)
@@ -80,7 +82,9 @@ def test_missing_stop_token_fails_the_gate(tiny_models: dict[str, Path], tmp_pat
     assert "does not end generation" in report.report
 
 
-def test_merged_lora_matches_the_adapter_and_the_base_does_not(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+def test_merged_lora_matches_the_adapter_and_the_base_does_not(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -88,7 +92,9 @@ def test_merged_lora_matches_the_adapter_and_the_base_does_not(tiny_models: dict
     base_dir = tiny_models["smollm"]
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"])
+    lora = LoraConfig(
+        r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]
+    )
     torch.manual_seed(0)
     # init_lora_weights=False draws B at random too: an adapter that has moved, as after training
     peft_model = get_peft_model(model, LoraConfig(**{**lora.to_dict(), "init_lora_weights": False}))
@@ -114,7 +120,9 @@ def test_merged_lora_matches_the_adapter_and_the_base_does_not(tiny_models: dict
     assert not verify(merged_dir, base_gguf, PROMPTS, "f16").passed
 
 
-def test_checkpoint_with_unmerged_adapter_tensors_is_refused(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+def test_checkpoint_with_unmerged_adapter_tensors_is_refused(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
     from safetensors.numpy import load_file, save_file
 
     src = tiny_models["smollm"]
