@@ -1,0 +1,142 @@
+"""A GGUF of every seed family behaves in real llama.cpp like the HF model it came from, and the gate notices
+when it does not (a wrong tensor layout, a missing stop token, an unmerged adapter)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from forged.export import gguf_arch
+from forged.export.gguf_writer import convert
+from forged.export.parity import verify
+from tests.export.conftest import FAMILIES, PROMPTS
+
+# TinyLlama's template starts with plain text ("<|user|>"). transformers 5 saves its tokenizer with a dummy
+# prefix only at the very start of the input, which llama.cpp cannot express (it prefixes after every special
+# token or never), so the first token differs: a real train/serve skew the gate must keep reporting.
+TINYLLAMA_SKEW = pytest.mark.xfail(
+    reason="transformers-5 'first' dummy prefix vs llama.cpp: first token differs", strict=True
+)
+
+
+def _cases() -> list[object]:
+    return [
+        pytest.param(family, out_type, marks=[TINYLLAMA_SKEW] if family == "tinyllama" else [])
+        for family in FAMILIES
+        for out_type in ("f16", "q8_0")
+    ]
+
+
+@pytest.mark.parametrize(("family", "out_type"), _cases())
+def test_family_passes_the_gate(
+    tiny_models: dict[str, Path], tmp_path: Path, family: str, out_type: str
+) -> None:
+    hf_dir = tiny_models[family]
+    gguf_path = convert(hf_dir, tmp_path / f"{family}.gguf", out_type)
+    report = verify(hf_dir, gguf_path, PROMPTS, out_type)
+    assert report.passed, report.report
+    (check,) = report.prompts
+    assert check.tokens_match and not check.leaked
+    if out_type == "f16":
+        assert check.greedy_gguf == check.greedy_hf and len(check.greedy_hf) >= 4
+    assert report.end_of_turn_stops is True
+
+
+def test_unpermuted_qk_fails_the_gate(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Negative control: llama's q/k rows left in HF's rotate-half order."""
+    hf_dir = tiny_models["smollm"]
+    monkeypatch.setattr(gguf_arch, "permute_qk", lambda weights, n_head: weights)
+    gguf_path = convert(hf_dir, tmp_path / "unpermuted.gguf", "f16")
+    report = verify(hf_dir, gguf_path, PROMPTS, "f16")
+    assert not report.passed
+    assert "log-probabilities differ" in report.report, report.report
+    assert report.prompts[0].tokens_match  # the tokenizer is fine: the gate names the weights, not it
+
+
+def test_missing_stop_token_fails_the_gate(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """Negative control: a GGUF whose metadata does not make the template's end-of-turn token stop generation.
+
+    Mistral's turns end with </s>, which llama.cpp treats as end-of-generation only through the eos metadata
+    (unlike <|im_end|> or <|eot_id|>, which it also recognises by their text).
+    """
+    if "mistral" not in FAMILIES:
+        pytest.skip("needs the tiny Mistral from the catalog branch")
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    hf_dir = tiny_models["mistral"]
+    good = convert(hf_dir, tmp_path / "good.gguf", "f16")
+    assert verify(hf_dir, good, PROMPTS, "f16").passed
+    bad = tmp_path / "no-stop.gguf"
+    reader = gguf.GGUFReader(good)
+    writer = gguf.GGUFWriter(bad, reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
+    unk = MetadataDetails(gguf.GGUFValueType.UINT32, 0)
+    copy_with_new_metadata(reader, writer, {gguf.Keys.Tokenizer.EOS_ID: unk}, [gguf.Keys.Tokenizer.EOT_ID])
+    writer.close()
+    report = verify(hf_dir, bad, PROMPTS, "f16")
+    assert not report.passed
+    assert report.end_of_turn == "</s>" and report.end_of_turn_stops is False
+    assert "does not end generation" in report.report
+
+
+def test_merged_lora_matches_the_adapter_and_the_base_does_not(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base_dir = tiny_models["smollm"]
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    lora = LoraConfig(
+        r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]
+    )
+    torch.manual_seed(0)
+    # init_lora_weights=False draws B at random too: an adapter that has moved, as after training
+    peft_model = get_peft_model(model, LoraConfig(**{**lora.to_dict(), "init_lora_weights": False}))
+    ids = tokenizer.apply_chat_template(PROMPTS[0][:1], add_generation_prompt=True, return_tensors="pt")
+    ids = ids["input_ids"] if not isinstance(ids, torch.Tensor) else ids
+    with torch.no_grad():
+        adapter_logits = peft_model(ids).logits
+        with peft_model.disable_adapter():
+            base_logits = peft_model(ids).logits
+    assert (adapter_logits - base_logits).abs().max() > 0.5  # the adapter really changes the model
+    merged = peft_model.merge_and_unload()
+    with torch.no_grad():
+        merged_logits = merged(ids).logits
+    assert torch.allclose(merged_logits, adapter_logits, atol=1e-4)
+
+    merged_dir = tmp_path / "merged"
+    merged.save_pretrained(str(merged_dir))
+    tokenizer.save_pretrained(str(merged_dir))
+    merged_gguf = convert(merged_dir, tmp_path / "merged.gguf", "f16")
+    report = verify(merged_dir, merged_gguf, PROMPTS, "f16")
+    assert report.passed, report.report
+    base_gguf = convert(base_dir, tmp_path / "base.gguf", "f16")
+    assert not verify(merged_dir, base_gguf, PROMPTS, "f16").passed
+
+
+def test_checkpoint_with_unmerged_adapter_tensors_is_refused(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    src = tiny_models["smollm"]
+    bad = tmp_path / "unmerged"
+    bad.mkdir()
+    for f in src.iterdir():
+        if f.suffix != ".safetensors":
+            (bad / f.name).write_bytes(f.read_bytes())
+    tensors = load_file(str(src / "model.safetensors"))
+    q = tensors["model.layers.0.self_attn.q_proj.weight"]
+    tensors["model.layers.0.self_attn.q_proj.lora_A.weight"] = q[:4].copy()
+    save_file(tensors, str(bad / "model.safetensors"))
+    from forged.export.errors import ExportError
+
+    with pytest.raises(ExportError, match="merge LoRA adapters"):
+        convert(bad, tmp_path / "x.gguf", "f16")
+    assert not list(tmp_path.glob("x.gguf*"))
