@@ -392,7 +392,12 @@ def job_summary_lines(job: jobs_pb2.Job) -> list[Text]:
         lines.append(Text(f"  error: {job.error}", style="red"))
     if state == "succeeded":
         adapter = job.artifacts.get("adapter")
-        if adapter and "gguf" not in job.artifacts:
+        if "ollama" in job.artifacts:
+            ollama = job.artifacts["ollama"]
+            lines.append(Text(f"next: forgectl inference --job {job.id}   (or: ollama run {ollama})"))
+        elif "gguf" in job.artifacts:
+            lines.append(Text(f"next: forgectl inference --job {job.id}"))
+        elif adapter:
             lines.append(
                 Text(
                     f'next: load the adapter with PEFT: PeftModel.from_pretrained(base_model, "{adapter}"); '
