@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -35,22 +36,21 @@ class ConvertSpec(BaseModel):
     prompts_file: str | None = None  # chat JSONL; its first user turns become the parity prompts
 
 
-def parity_prompts(prompts_file: str | None, limit: int = PARITY_PROMPTS) -> list[str]:
-    """The first user turns of the job's own data: the prompts the tuned model is meant to answer."""
-    found: list[str] = []
+def parity_prompts(prompts_file: str | None, limit: int = PARITY_PROMPTS) -> list[list[dict[str, Any]]]:
+    """The first conversations of the job's own data: what the tuned model is meant to answer."""
+    found: list[list[dict[str, Any]]] = []
     if prompts_file and Path(prompts_file).is_file():
         with open(prompts_file, encoding="utf-8") as fh:
             for line in fh:
                 try:
-                    messages = json.loads(line).get("messages", [])
+                    messages = json.loads(line).get("messages")
                 except (ValueError, AttributeError):
                     continue
-                user = next((m.get("content") for m in messages if m.get("role") == "user"), None)
-                if isinstance(user, str) and user.strip():
-                    found.append(user.strip())
+                if isinstance(messages, list) and any(m.get("role") == "user" for m in messages):
+                    found.append(messages)
                 if len(found) >= limit:
                     break
-    return found or list(FALLBACK_PROMPTS[:limit])
+    return found or [[{"role": "user", "content": p}] for p in FALLBACK_PROMPTS[:limit]]
 
 
 def convert_and_verify(spec: ConvertSpec) -> int:
@@ -63,7 +63,7 @@ def convert_and_verify(spec: ConvertSpec) -> int:
     if spec.verify:
         events.log("parity gate: comparing the GGUF in llama.cpp with the merged model in transformers")
         report = parity.verify(merged, gguf, parity_prompts(spec.prompts_file), spec.quant)
-        events.log(str(report))
+        events.log(report.report)
         if not report.passed:
             rejected = gguf.with_name(gguf.name + ".rejected")
             os.replace(gguf, rejected)

@@ -181,16 +181,16 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.state = FakeOllamaState()
 
 
 class FakeOllama:
-    """`with FakeOllama() as fake:` serves on a free loopback port; `fake.url` is its OLLAMA_HOST."""
+    """`with FakeOllama() as fake:` serves on loopback (any free port unless told); `fake.url` is the host."""
 
-    def __init__(self) -> None:
-        self._server = _Server()
+    def __init__(self, port: int = 0) -> None:
+        self._server = _Server(port)
         self.state = self._server.state
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-ollama", daemon=True)
