@@ -248,6 +248,59 @@ def _detached(state: State, job: jobs_pb2.Job) -> None:
     con.print(f"watch it with: forgectl watch {job.id}", style="dim")
 
 
+# ---------------------------------------------------------------- inference
+
+
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option("--job", "job_id", metavar="JOB", help="The exported job (default: your newest one).")
+@click.option("--compare-base", is_flag=True, help="Also answer with the base model, side by side.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True, metavar="N")
+@pass_state
+def inference(
+    state: State, prompt: str | None, job_id: str | None, compare_base: bool, max_tokens: int
+) -> None:
+    """Ask the fine-tuned model PROMPT (streamed), or chat with it when no PROMPT is given."""
+    from forgectl import inference as chat
+
+    client = state.client()
+    job = _get_job(client, job_id) if job_id else _newest_job_with(client, "gguf")
+    con = state.out()
+
+    def notice(message: str) -> None:
+        click.echo(message, err=True)
+
+    tuned = chat.pick_engine(job, max_tokens, notice)
+    base = chat.base_engine(job, max_tokens) if compare_base else None
+    notice(f"answering with {tuned.label}" + (f"; base model via {base.label}" if base else ""))
+    history: list[dict[str, str]] = []
+
+    def ask(text: str) -> None:
+        history.append({"role": "user", "content": text})
+        if base is not None:
+            answers = [(e.label, e.reply(history, lambda _piece: None)) for e in (base, tuned)]
+            con.print(output.side_by_side(answers))
+            history.append({"role": "assistant", "content": answers[1][1]})
+            return
+        answer = tuned.reply(history, lambda piece: click.echo(piece, nl=False))
+        click.echo()
+        history.append({"role": "assistant", "content": answer})
+
+    if prompt is not None:
+        ask(prompt)
+        return
+    notice("chat: an empty line or Ctrl-D ends it")
+    while True:
+        try:
+            text = input("> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            click.echo()
+            return
+        if not text:
+            return
+        ask(text)
+
+
 # ---------------------------------------------------------------- watching
 
 

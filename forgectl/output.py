@@ -422,3 +422,12 @@ def _took(job: jobs_pb2.Job) -> str | None:
 def print_lines(con: Console, lines: Iterable[Text | str]) -> None:
     for line in lines:
         con.print(line)
+
+
+def side_by_side(answers: list[tuple[str, str]]) -> Table:
+    """`forgectl inference --compare-base`: one column per model, the same question."""
+    table = Table(show_lines=False, expand=True)
+    for label, _ in answers:
+        table.add_column(label, ratio=1, overflow="fold")
+    table.add_row(*(text for _, text in answers))
+    return table

@@ -16,6 +16,8 @@ from harness import EXAMPLE_CSV, Forged, forge_env, running_forged
 from ollama_fake import FakeOllama
 
 Exported = tuple[Forged, subprocess.CompletedProcess[str]]
+# Training, merging, converting and the parity gate are each a torch process: minutes on a loaded 2-core box.
+pytestmark = pytest.mark.timeout(900)
 
 
 def _free_port() -> int:
@@ -100,3 +102,16 @@ def test_bad_export_requests_are_one_line_and_exit_2(exported: Exported) -> None
     bad = _forgectl(daemon, "export", "--name", "not a name!")
     assert bad.returncode == 2 and "not a valid Ollama model name" in bad.stderr
     assert len([line for line in bad.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_inference_answers_from_the_gguf_with_no_ollama(exported: Exported) -> None:
+    daemon, done = exported
+    assert done.returncode == 0, done.stderr
+    job_id = next(line.split()[2] for line in done.stdout.splitlines() if line.startswith("following job"))
+    # The job has no Ollama model and nothing listens at OLLAMA_HOST: llama.cpp on the GGUF answers.
+    answer = _forgectl(daemon, "inference", "Where is my order?", "--job", job_id, "--max-tokens", "8")
+    assert answer.returncode == 0, answer.stderr
+    assert "answering with llama.cpp" in answer.stderr
+    assert "Traceback" not in answer.stderr
+    # A random-weight model says nothing meaningful; that it streamed some text is what can be checked.
+    assert answer.stdout.strip()
