@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/forgectl ignite examples/customer_support.csv \
-		"Make a customer support bot for our online store" --model tiny --no-export
+		"Make a customer support bot for our online store" --model tiny
 
 test: install
 	$(BIN)/python -m pytest -q

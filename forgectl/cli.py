@@ -11,6 +11,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 import grpc
+from forge.export_options import DEFAULT_QUANT, QUANTS
 from forge.v1 import daemon_pb2, hardware_pb2, jobs_pb2
 from rich.console import Console
 from rich.text import Text
@@ -125,7 +126,7 @@ pass_state = click.make_pass_decorator(State, ensure=True)
 @click.option("--max-steps", type=click.IntRange(min=1), metavar="N", help="Stop after N optimizer steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), metavar="N", help="Examples per micro-batch.")
 @click.option("--seed", type=click.IntRange(min=0), metavar="N", help="Seed for the split and training.")
-@click.option("--no-export", is_flag=True, help="Keep the adapter only; skip the export after training.")
+@click.option("--no-export", is_flag=True, help="Keep the adapter only: no merge, GGUF, Ollama.")
 @click.option("--dry-run", is_flag=True, help="Upload, prepare and plan, then stop: nothing is submitted.")
 @click.option("--detach", "-d", is_flag=True, help="Submit and return at once with the job id.")
 @_json_flag
@@ -172,13 +173,132 @@ def ignite(
 
     job = igniting.submit(client, jobs_pb2.JobSpec(name=output.short_name(goal), train=spec))
     if detach:
-        if state.json:
-            output.emit_json({"id": job.id})
-        else:
-            con.print(f"submitted job {job.id} ({output.state_name(job.state)})")
-            con.print(f"watch it with: forgectl watch {job.id}", style="dim")
+        _detached(state, job)
         return
     _follow_and_exit(state, client, job)
+
+
+# ---------------------------------------------------------------- export
+
+
+def _newest_job_with(client: Client, artifact: str) -> jobs_pb2.Job:
+    found = client.jobs.List(jobs_pb2.ListJobsRequest(states=[jobs_pb2.JOB_STATE_SUCCEEDED], limit=100)).jobs
+    for job in found:  # newest first
+        if artifact in job.artifacts:
+            return job
+    what = "a GGUF" if artifact == "gguf" else "an adapter"
+    raise ForgeError(f"no finished job with {what} to export: run `forgectl ignite` first, or name a JOB")
+
+
+@cli.command()
+@click.argument("job_id", metavar="[JOB]", required=False)
+@click.option(
+    "--quant",
+    type=click.Choice(QUANTS, case_sensitive=False),
+    default=DEFAULT_QUANT,
+    show_default=True,
+    help="GGUF type: f16 keeps 16-bit weights; q8_0, q4_0, q4_k_m are smaller.",
+)
+@click.option("--name", metavar="NAME", help="The Ollama model name (default: from the job's name).")
+@click.option("--no-ollama", is_flag=True, help="Write the GGUF only; do not register it with Ollama.")
+@click.option("--register-only", is_flag=True, help="Register JOB's existing GGUF with Ollama; nothing else.")
+@click.option("--skip-verify", is_flag=True, help="Skip the parity gate (the GGUF against the merged model).")
+@click.option("--detach", "-d", is_flag=True, help="Submit and return at once with the job id.")
+@_json_flag
+@pass_state
+def export(
+    state: State,
+    job_id: str | None,
+    quant: str,
+    name: str | None,
+    no_ollama: bool,
+    register_only: bool,
+    skip_verify: bool,
+    detach: bool,
+) -> None:
+    """Merge JOB's adapter into its base, write a GGUF, check it and register it with Ollama.
+
+    JOB defaults to your newest finished fine-tune.
+    """
+    if register_only and no_ollama:
+        raise ForgeError("--register-only and --no-ollama contradict each other: pick one")
+    client = state.client()
+    source = job_id or _newest_job_with(client, "gguf" if register_only else "adapter").id
+    spec = jobs_pb2.ExportSpec(
+        source_job=source,
+        quant=quant.lower(),
+        ollama_name=name or "",
+        no_ollama=no_ollama,
+        register_only=register_only,
+        skip_verify=skip_verify,
+    )
+    job = igniting.submit(client, jobs_pb2.JobSpec(export=spec))
+    if detach:
+        _detached(state, job)
+        return
+    _follow_and_exit(state, client, job)
+
+
+def _detached(state: State, job: jobs_pb2.Job) -> None:
+    if state.json:
+        output.emit_json({"id": job.id})
+        return
+    con = state.out()
+    con.print(f"submitted job {job.id} ({output.state_name(job.state)})")
+    con.print(f"watch it with: forgectl watch {job.id}", style="dim")
+
+
+# ---------------------------------------------------------------- inference
+
+
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option("--job", "job_id", metavar="JOB", help="The exported job (default: your newest one).")
+@click.option("--compare-base", is_flag=True, help="Also answer with the base model, side by side.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True, metavar="N")
+@pass_state
+def inference(
+    state: State, prompt: str | None, job_id: str | None, compare_base: bool, max_tokens: int
+) -> None:
+    """Ask the fine-tuned model PROMPT (streamed), or chat with it when no PROMPT is given."""
+    from forgectl import inference as chat
+
+    client = state.client()
+    job = _get_job(client, job_id) if job_id else _newest_job_with(client, "gguf")
+    con = state.out()
+
+    def notice(message: str) -> None:
+        click.echo(message, err=True)
+
+    tuned = chat.pick_engine(job, max_tokens, notice)
+    base = chat.base_engine(job, max_tokens) if compare_base else None
+    notice(f"answering with {tuned.label}" + (f"; base model via {base.label}" if base else ""))
+    history: list[dict[str, str]] = []
+
+    def ask(text: str) -> None:
+        history.append({"role": "user", "content": text})
+        if base is not None:
+            answers = [(e.label, e.reply(history, lambda _piece: None)) for e in (base, tuned)]
+            con.print(output.side_by_side(answers))
+            history.append({"role": "assistant", "content": answers[1][1]})
+            return
+        answer = tuned.reply(history, lambda piece: click.echo(piece, nl=False))
+        click.echo()
+        history.append({"role": "assistant", "content": answer})
+
+    if prompt is not None:
+        ask(prompt)
+        return
+    notice("chat: an empty line or Ctrl-D ends it")
+    while True:
+        try:
+            text = input("> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            click.echo()
+            return
+        if not text:
+            return
+        ask(text)
 
 
 # ---------------------------------------------------------------- watching

@@ -396,7 +396,12 @@ def job_summary_lines(job: jobs_pb2.Job) -> list[Text]:
         lines.append(Text(f"  error: {job.error}", style="red"))
     if state == "succeeded":
         adapter = job.artifacts.get("adapter")
-        if adapter and "gguf" not in job.artifacts:
+        if "ollama" in job.artifacts:
+            ollama = job.artifacts["ollama"]
+            lines.append(Text(f"next: forgectl inference --job {job.id}   (or: ollama run {ollama})"))
+        elif "gguf" in job.artifacts:
+            lines.append(Text(f"next: forgectl inference --job {job.id}"))
+        elif adapter:
             lines.append(
                 Text(
                     f'next: load the adapter with PEFT: PeftModel.from_pretrained(base_model, "{adapter}"); '
@@ -421,3 +426,12 @@ def _took(job: jobs_pb2.Job) -> str | None:
 def print_lines(con: Console, lines: Iterable[Text | str]) -> None:
     for line in lines:
         con.print(line)
+
+
+def side_by_side(answers: list[tuple[str, str]]) -> Table:
+    """`forgectl inference --compare-base`: one column per model, the same question."""
+    table = Table(show_lines=False, expand=True)
+    for label, _ in answers:
+        table.add_column(label, ratio=1, overflow="fold")
+    table.add_row(*(text for _, text in answers))
+    return table

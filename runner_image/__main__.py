@@ -1,8 +1,9 @@
 """`python -m runner_image run --spec SPEC.json`: the trainer forged starts (see docs/runner-protocol.md).
 
-Also `python -m runner_image build-tiny --out DIR [--family FAMILY]`, which writes a built-in tiny model as
-an ordinary Hugging Face directory (for export and tests), and `python -m runner_image smoke`, which reports
-as JSON whether this image can train on this machine (runner_image/smoke.py; docs/runner-images.md).
+Also `python -m runner_image merge --spec MERGE.json`, which folds a job's adapter into its base model (the
+first step of an export); `python -m runner_image build-tiny --out DIR [--family FAMILY]`, which writes a
+built-in tiny model as an ordinary Hugging Face directory (for export and tests); and `python -m runner_image
+smoke`, which reports as JSON whether this image can train on this machine (docs/runner-images.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train as described by a runner spec; events go to stdout as JSON lines")
     run.add_argument("--spec", required=True, help="path to the runner spec JSON")
+    merge = sub.add_parser("merge", help="merge a LoRA adapter into its base model as safetensors")
+    merge.add_argument("--spec", required=True, help="path to the merge spec JSON")
     tiny = sub.add_parser("build-tiny", help="save the built-in tiny model and tokenizer as an HF directory")
     tiny.add_argument("--out", required=True, help="directory to write")
     tiny.add_argument(
@@ -56,6 +59,20 @@ def _run(spec_path: str) -> int:
     from runner_image.train import run
 
     return run(spec, stop)
+
+
+def _merge(spec_path: str) -> int:
+    from runner_image import lifeline
+    from runner_image.spec import load_merge_spec
+
+    # A merge keeps nothing worth saving on SIGTERM: the default handler ends it, and forged reruns it.
+    lifeline.bind_to_parent()
+    spec = load_merge_spec(spec_path)
+    _quiet_libraries()
+    from runner_image.merge import merge_adapter
+
+    merge_adapter(spec)
+    return EXIT_OK
 
 
 def _build_tiny(out: str, family: str) -> int:
@@ -95,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args.spec)
         if args.command == "smoke":
             return _smoke()
+        if args.command == "merge":
+            return _merge(args.spec)
         return _build_tiny(args.out, args.family)
     except RunnerError as e:
         events.error(e.code, e.message, e.hint)

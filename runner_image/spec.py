@@ -102,6 +102,20 @@ class RunnerSpec(_Strict):
         return _absolute(value) if value else None
 
 
+class MergeSpec(_Strict):
+    """`python -m runner_image merge --spec FILE`: fold a job's LoRA adapter into its base model."""
+
+    job_id: str = Field(min_length=1)
+    model: ModelRef
+    adapter_dir: str
+    output_dir: str
+
+    @field_validator("adapter_dir", "output_dir")
+    @classmethod
+    def _make_absolute(cls, value: str) -> str:
+        return _absolute(value)
+
+
 def _describe(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
@@ -112,6 +126,19 @@ def _describe(err: ValidationError) -> str:
 
 def load_spec(path: str | Path) -> RunnerSpec:
     """Read and validate a spec file; every failure is a RunnerError with code bad_spec (exit 2)."""
+    return parse_spec(_read_json(path))
+
+
+def load_merge_spec(path: str | Path) -> MergeSpec:
+    try:
+        return MergeSpec.model_validate(_read_json(path))
+    except ValidationError as e:
+        raise RunnerError(
+            "bad_spec", f"invalid merge spec: {_describe(e)}", hint="see docs/runner-protocol.md"
+        ) from e
+
+
+def _read_json(path: str | Path) -> object:
     p = Path(path)
     try:
         raw = p.read_text(encoding="utf-8")
@@ -121,7 +148,7 @@ def load_spec(path: str | Path) -> RunnerSpec:
         data = json.loads(raw)
     except json.JSONDecodeError as e:
         raise RunnerError("bad_spec", f"spec file {p} is not valid JSON: {e}") from e
-    return parse_spec(data)
+    return data
 
 
 def parse_spec(data: object) -> RunnerSpec:

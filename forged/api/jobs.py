@@ -13,6 +13,7 @@ from forge.v1 import jobs_pb2, jobs_pb2_grpc
 from forged.api.auth import Authenticator
 from forged.api.convert import job_to_pb, spec_to_dict
 from forged.api.errors import ApiError, streaming, unary
+from forged.export import stage as export_stage
 from forged.models.resolve import ModelError, check_local, hub_repo
 from forged.queue.bus import EventBus
 from forged.queue.scheduler import Scheduler
@@ -51,10 +52,37 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         position = self.store.queue_position(job)
         return job_to_pb(job, position, self.scheduler.wait_reason(job, position))
 
-    def _validate(self, spec: jobs_pb2.JobSpec, who: Principal) -> None:
-        if spec.WhichOneof("kind") != "train":
+    def _validate_export(self, spec: jobs_pb2.ExportSpec, who: Principal) -> JobRecord:
+        """The job to export, resolved from an id or prefix; every problem as one actionable line."""
+        options = export_stage.ExportOptions.from_spec({"quant": spec.quant, "ollama_name": spec.ollama_name,
+            "no_ollama": spec.no_ollama, "register_only": spec.register_only})  # fmt: skip
+        try:
+            export_stage.check_options(options)
+            source = self._owned(spec.source_job, who)
+        except ValueError as exc:
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+        if spec.register_only and "gguf" not in source.artifacts:
             raise ApiError(
-                grpc.StatusCode.INVALID_ARGUMENT, "the job spec has no work in it (expected train)"
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"job {source.id} has no GGUF to register: export it first (`forgectl export {source.id}`)",
+            )
+        if not spec.register_only and "adapter" not in source.artifacts:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"job {source.id} has no adapter: only a fine-tune that finished training can be exported",
+            )
+        return source
+
+    def _validate(self, spec: jobs_pb2.JobSpec, who: Principal) -> None:
+        kind = spec.WhichOneof("kind")
+        if kind == "export":
+            source = self._validate_export(spec.export, who)
+            spec.export.source_job = source.id  # a prefix the user typed becomes the full id
+            spec.name = spec.name or f"export {source.name}"[:200]
+            return
+        if kind != "train":
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT, "the job spec has no work in it (expected train or export)"
             )
         train = spec.train
         if not train.train_data:

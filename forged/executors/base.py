@@ -17,6 +17,9 @@ class RunRequest:
     job_id: str
     workspace: Path
     spec_path: Path
+    # The module (and subcommand) run as `python -m ... --spec SPEC`: training by default; an export runs
+    # `runner_image merge`, then `forged.export.worker`. All speak docs/runner-protocol.md.
+    entry: tuple[str, ...] = ("runner_image", "run")
 
 
 class RunHandle(Protocol):

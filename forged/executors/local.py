@@ -68,7 +68,7 @@ class LocalExecutor:
             FORGE_PARENT_PID=str(os.getpid()),
         )
         proc = subprocess.Popen(
-            [self.python, "-m", "runner_image", "run", "--spec", str(request.spec_path)],
+            [self.python, "-m", *request.entry, "--spec", str(request.spec_path)],
             cwd=request.workspace,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -17,6 +17,7 @@ from forge.v1 import jobs_pb2
 from google.protobuf import json_format
 
 from forged.executors.base import EXIT_BAD_INPUT, EXIT_PREEMPTED, Executor, RunHandle, RunRequest
+from forged.export import stage as export_stage
 from forged.models.resolve import ModelError, resolve
 from forged.queue import remedy
 from forged.store import jobs as J
@@ -134,42 +135,102 @@ class Supervisor:
             self.on_done()
 
     def _attempt(self) -> None:
-        spec = self.job.spec.get("train", {})
-        try:
-            model = resolve(spec.get("model", "tiny"), self.daemon_log)
-        except ModelError as exc:
-            self.emit(jobs_pb2.JobEvent(error=jobs_pb2.ErrorEvent(code="model", message=str(exc))))
-            self._finish("failed", "model unavailable", J.FAILED, error=str(exc))
+        if "export" in self.job.spec:
+            self._conclude(self._export(self.job.spec["export"]), product="gguf")
             return
-        spec_path = self._write_runner_spec(spec, model.to_runner())
-        resumed = latest_checkpoint_step(self.workspace / "checkpoints")
-        if resumed:
-            self.daemon_log(f"resuming from the checkpoint at step {resumed}")
+        spec = self.job.spec.get("train", {})
+        adapter = self.store.get(self.job.id).artifacts.get("adapter")
+        if adapter and Path(adapter).is_dir():
+            # An earlier attempt finished training and was interrupted while exporting: only export again.
+            self.daemon_log("training already finished; exporting")
+            code: int | None = 0
+        else:
+            try:
+                model = resolve(spec.get("model", "tiny"), self.daemon_log)
+            except ModelError as exc:
+                self.emit(jobs_pb2.JobEvent(error=jobs_pb2.ErrorEvent(code="model", message=str(exc))))
+                self._finish("failed", "model unavailable", J.FAILED, error=str(exc))
+                return
+            spec_path = self._write_runner_spec(spec, model.to_runner())
+            resumed = latest_checkpoint_step(self.workspace / "checkpoints")
+            if resumed:
+                self.daemon_log(f"resuming from the checkpoint at step {resumed}")
+            code = self._run_process(RunRequest(self.job.id, self.workspace, spec_path), resumed)
+        if not spec.get("export") or code != 0 or "adapter" not in self.store.get(self.job.id).artifacts:
+            self._conclude(code)
+            return
+        code = self._export({})
+        self._conclude(code, product="gguf", exported_after_training=True)
+
+    def _run_process(self, request: RunRequest, resumed: int = 0) -> int | None:
+        """Start one process of this job and relay its events until it exits; None if stopped first."""
         with self._lock:
             if self._stop_reason is not None:
-                self._conclude(None)
-                return
-            self._handle = self.executor.start(RunRequest(self.job.id, self.workspace, spec_path))
+                return None
+            self._handle = self.executor.start(request)
         handle = self._handle
         self.store.set_attempt_process(self.job.id, handle.pid or 0, handle.pid_started or 0.0, resumed)
-        log.info("runner_started", job=self.job.id, pid=handle.pid, resumed_from=resumed)
+        log.info("process_started", job=self.job.id, entry=request.entry, pid=handle.pid, resumed=resumed)
         with (self.workspace / "runner.log").open("a", encoding="utf-8") as raw:
             for line in handle.lines():
                 raw.write(line + "\n")
                 if line.strip():
                     self.emit(parse_runner_line(line))
-        self._conclude(handle.wait())
+        code = handle.wait()
+        with self._lock:
+            self._handle = None
+        return code
 
-    def _conclude(self, code: int | None) -> None:
+    # -- export (forged/export/stage.py drives it through these) -----------------------------------
+    def _export(self, spec: dict[str, Any]) -> int | None:
+        options = export_stage.ExportOptions.from_spec(spec)
+        source = self.store.get(spec["source_job"]) if spec.get("source_job") else self.store.get(self.job.id)
+        self.workspace.mkdir(parents=True, exist_ok=True)
+
+        def runner_model() -> dict[str, str]:
+            return resolve(export_stage.source_model(source), self.daemon_log).to_runner()
+
+        try:
+            return export_stage.run_export(self, self.job.id, source, options, runner_model)
+        except ModelError as exc:
+            self.fail("model", str(exc))
+            return EXIT_BAD_INPUT
+
+    def run_step(self, entry: tuple[str, ...], spec: dict[str, Any], spec_name: str) -> int | None:
+        path = export_stage.write_spec(self.workspace / spec_name, spec)
+        return self._run_process(RunRequest(self.job.id, self.workspace, path, entry=entry))
+
+    def artifacts(self) -> dict[str, str]:
+        return self.store.get(self.job.id).artifacts
+
+    def emit_artifact(self, name: str, path: str) -> None:
+        self.emit(jobs_pb2.JobEvent(artifact=jobs_pb2.ArtifactEvent(name=name, path=path)))
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.daemon_log(message, level)
+
+    def fail(self, code: str, message: str, hint: str = "") -> None:
+        self.emit(jobs_pb2.JobEvent(error=jobs_pb2.ErrorEvent(code=code, message=message, hint=hint)))
+
+    def _conclude(
+        self, code: int | None, product: str = "adapter", exported_after_training: bool = False
+    ) -> None:
         job = self.store.get(self.job.id)
+        exporting = product == "gguf"
         if self._stop_reason == "cancel" or job.cancel_requested:
             self._finish("cancelled", "cancelled by user", J.CANCELLED)
         elif self._stop_reason == "shutdown":
             self._finish("interrupted", "forged is shutting down; resumes from the last checkpoint", J.QUEUED)
-        elif code == 0 and "adapter" in job.artifacts:
-            self._finish("succeeded", "training finished", J.SUCCEEDED)
+        elif code == 0 and product in job.artifacts:
+            self._finish("succeeded", "exported" if exporting else "training finished", J.SUCCEEDED)
         elif code == EXIT_PREEMPTED:
             self._finish("interrupted", "the runner was stopped; resumes from the last checkpoint", J.QUEUED)
+        elif exporting:
+            # Training's self-healing remedies (smaller batches, lower learning rate) do not fit an export.
+            why = self._explained() or self._describe_exit(code)
+            if exported_after_training:
+                why = f"training succeeded but the export failed: {why}; retry with: forgectl export {job.id}"
+            self._finish("failed", "export failed", J.FAILED, error=why)
         else:
             self._fail_or_heal(job, code)
 

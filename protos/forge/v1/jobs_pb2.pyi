@@ -67,17 +67,35 @@ class TrainSpec(_message.Message):
     gradient_checkpointing: bool
     def __init__(self, model: _Optional[str] = ..., train_data: _Optional[str] = ..., val_data: _Optional[str] = ..., epochs: _Optional[int] = ..., max_steps: _Optional[int] = ..., micro_batch_size: _Optional[int] = ..., grad_accum: _Optional[int] = ..., learning_rate: _Optional[float] = ..., lora_rank: _Optional[int] = ..., lora_alpha: _Optional[int] = ..., lora_dropout: _Optional[float] = ..., max_seq_len: _Optional[int] = ..., seed: _Optional[int] = ..., checkpoint_every: _Optional[int] = ..., eval_every: _Optional[int] = ..., warmup_ratio: _Optional[float] = ..., goal: _Optional[str] = ..., export: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ...) -> None: ...
 
+class ExportSpec(_message.Message):
+    __slots__ = ("source_job", "quant", "ollama_name", "no_ollama", "register_only", "skip_verify")
+    SOURCE_JOB_FIELD_NUMBER: _ClassVar[int]
+    QUANT_FIELD_NUMBER: _ClassVar[int]
+    OLLAMA_NAME_FIELD_NUMBER: _ClassVar[int]
+    NO_OLLAMA_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_ONLY_FIELD_NUMBER: _ClassVar[int]
+    SKIP_VERIFY_FIELD_NUMBER: _ClassVar[int]
+    source_job: str
+    quant: str
+    ollama_name: str
+    no_ollama: bool
+    register_only: bool
+    skip_verify: bool
+    def __init__(self, source_job: _Optional[str] = ..., quant: _Optional[str] = ..., ollama_name: _Optional[str] = ..., no_ollama: _Optional[bool] = ..., register_only: _Optional[bool] = ..., skip_verify: _Optional[bool] = ...) -> None: ...
+
 class JobSpec(_message.Message):
-    __slots__ = ("name", "priority", "gpus", "train")
+    __slots__ = ("name", "priority", "gpus", "train", "export")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_FIELD_NUMBER: _ClassVar[int]
     name: str
     priority: int
     gpus: int
     train: TrainSpec
-    def __init__(self, name: _Optional[str] = ..., priority: _Optional[int] = ..., gpus: _Optional[int] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ...) -> None: ...
+    export: ExportSpec
+    def __init__(self, name: _Optional[str] = ..., priority: _Optional[int] = ..., gpus: _Optional[int] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., export: _Optional[_Union[ExportSpec, _Mapping]] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "started_at", "ended_at", "outcome", "reason", "resumed_from_step")
