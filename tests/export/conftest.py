@@ -16,11 +16,6 @@ from pathlib import Path
 
 import pytest
 
-try:  # the per-family builders arrive with the catalog branch; until then only the original `tiny` exists
-    from runner_image.tiny import FAMILIES
-except ImportError:
-    FAMILIES = ("smollm",)
-
 # A short validation-style chat: plain words, digits, punctuation, newlines, non-ASCII; the gate cuts it
 # before the assistant turn.
 QK_SCALE = 4.0
@@ -35,9 +30,7 @@ PROMPTS = [
 def save_family(out: Path, family: str) -> Path:
     from runner_image.tiny import save_tiny
 
-    if family == "smollm":
-        return save_tiny(out)
-    return save_tiny(out, family)  # type: ignore[call-arg]
+    return save_tiny(out, family)
 
 
 @pytest.fixture(scope="session")

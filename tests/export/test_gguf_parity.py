@@ -10,7 +10,8 @@ import pytest
 from forged.export import gguf_arch
 from forged.export.gguf_writer import convert
 from forged.export.parity import verify
-from tests.export.conftest import FAMILIES, PROMPTS
+from runner_image.tiny import FAMILIES
+from tests.export.conftest import PROMPTS
 
 # TinyLlama's template starts with plain text ("<|user|>"). transformers 5 saves its tokenizer with a dummy
 # prefix only at the very start of the input, which llama.cpp cannot express (it prefixes after every special
