@@ -16,15 +16,7 @@ from pathlib import Path
 
 import pytest
 
-# A short validation-style chat: plain words, digits, punctuation, newlines, non-ASCII; the gate cuts it
-# before the assistant turn.
 QK_SCALE = 4.0
-PROMPTS = [
-    [
-        {"role": "user", "content": "List 1, 2, 3 and 42 apples.\n\n  Then say  Ünïcødé ✓ 日本語?"},
-        {"role": "assistant", "content": "Apples."},
-    ]
-]
 
 
 def save_family(out: Path, family: str) -> Path:

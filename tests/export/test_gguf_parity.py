@@ -11,7 +11,15 @@ from forged.export import gguf_arch
 from forged.export.gguf_writer import convert
 from forged.export.parity import verify
 from runner_image.tiny import FAMILIES
-from tests.export.conftest import PROMPTS
+
+# A short validation-style chat: plain words, digits, punctuation, newlines, non-ASCII; the gate cuts it
+# before the assistant turn.
+PROMPTS = [
+    [
+        {"role": "user", "content": "List 1, 2, 3 and 42 apples.\n\n  Then say  Ünïcødé ✓ 日本語?"},
+        {"role": "assistant", "content": "Apples."},
+    ]
+]
 
 # TinyLlama's template starts with plain text ("<|user|>"). transformers 5 saves its tokenizer with a dummy
 # prefix only at the very start of the input, which llama.cpp cannot express (it prefixes after every special
