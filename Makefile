@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format protos bench clean
+.PHONY: install demo test lint format protos bench bench-train bench-export clean
 
 install: $(STAMP)
 
@@ -42,6 +42,14 @@ protos: install
 
 bench: install
 	$(BIN)/python bench/control_plane.py
+
+# Training throughput against Trainer + PEFT on Alpaca (FORGE_REALDATA must point at ../shared/datasets or
+# pass --data); on a GPU see the script's docstring for the Llama-3.2-1B shape.
+bench-train: install
+	FORGE_REALDATA=$${FORGE_REALDATA:-../shared/datasets} $(BIN)/python bench/train_throughput.py
+
+bench-export: install
+	$(BIN)/python bench/export.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
