@@ -370,6 +370,14 @@ def load_dataset(
     rows = read_rows(path)
     ds = Dataset(examples=[], read=len(rows))
     name = Path(path).name
+    if not tokenizer.chat_template and any(isinstance(row, ChatRow) for row in rows):
+        raise RunnerError(
+            "no_chat_template",
+            f"{what} file {name} holds conversations, but this model's tokenizer has no chat template to "
+            "render them with",
+            hint="use an instruct/chat model, add a chat_template to its tokenizer_config.json, "
+            "or train on plain text",
+        )
     add_bos = adds_bos(tokenizer)
     texts: list[str] = []
     for row in rows:

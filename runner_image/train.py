@@ -68,12 +68,7 @@ def load_base(
         )
     except (OSError, ValueError) as e:
         raise RunnerError("bad_model", f"cannot load a causal LM from {ref.path}: {e}") from e
-    if not tokenizer.chat_template:
-        raise RunnerError(
-            "no_chat_template",
-            f"the tokenizer in {ref.path} has no chat template, so chat data cannot be rendered",
-            hint="use an instruct/chat model, or add a chat_template to its tokenizer_config.json",
-        )
+    # A base model without a chat template is fine for plain-text data; load_dataset refuses chat rows.
     return model, tokenizer, ensure_pad_token(tokenizer, model)
 
 

@@ -207,3 +207,17 @@ def test_epoch_order_is_a_seeded_permutation() -> None:
     assert a0 == epoch_order(24, seed=7, epoch=0)
     assert a0 != a1 and a0 != epoch_order(24, seed=8, epoch=0)
     assert torch.tensor(a1).unique().numel() == 24
+
+
+def test_a_model_without_chat_template_trains_text_but_refuses_conversations(tmp_path: Path) -> None:
+    # A base (non-instruct) model: continued pre-training on text is what it is for; chat needs a template.
+    tokenizer = load_tiny_tokenizer()
+    ensure_pad_token(tokenizer)
+    tokenizer.chat_template = None
+    text = load_dataset(_write_jsonl(tmp_path / "text.jsonl", [{"text": "plain words " * 40}]), tokenizer, 32)
+    assert text.examples and all(e.trained_tokens > 0 for e in text.examples)
+    chat = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    with pytest.raises(RunnerError) as info:
+        load_dataset(_write_jsonl(tmp_path / "chat.jsonl", chat), tokenizer, 64)
+    assert info.value.code == "no_chat_template" and info.value.exit_code == EXIT_BAD_INPUT
+    assert "chat template" in info.value.message
