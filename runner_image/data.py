@@ -73,6 +73,7 @@ class Dataset:
     dropped_no_assistant: int = 0
     dropped_truncated: int = 0
     truncated: int = 0
+    folded_system: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -305,6 +306,37 @@ def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     return bool(ids) and ids[0] == bos
 
 
+_SYSTEM_PROBE: list[Message] = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "One?"},
+    {"role": "assistant", "content": "Yes."},
+    {"role": "user", "content": "Two?"},
+    {"role": "assistant", "content": "Also yes."},
+]
+
+
+def takes_system_prompt(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the template renders a system turn where training can find every assistant turn after it.
+
+    Gemma's templates refuse a system role outright; Mistral's moves the system prompt to the last user turn,
+    so a conversation is no longer a prefix of its own continuation. Both are fine without a system turn.
+    """
+    try:
+        assistant_spans(tokenizer, _SYSTEM_PROBE, render(tokenizer, _SYSTEM_PROBE))
+    except RunnerError:
+        return False
+    return True
+
+
+def fold_system_prompt(messages: list[Message]) -> list[Message]:
+    """The system prompt moved to the start of the first user turn, as these models' own docs advise."""
+    if len(messages) < 2 or messages[0]["role"] != "system" or messages[1]["role"] != "user":
+        return messages
+    first_user = dict(messages[1])
+    first_user["content"] = f"{messages[0]['content']}\n\n{first_user['content']}"
+    return [first_user, *messages[2:]]
+
+
 def tokenize_example(
     tokenizer: PreTrainedTokenizerBase,
     messages: list[Message],
@@ -379,13 +411,18 @@ def load_dataset(
             "or train on plain text",
         )
     add_bos = adds_bos(tokenizer)
+    fold = any(isinstance(r, ChatRow) and r.messages[0]["role"] == "system" for r in rows) and (
+        not takes_system_prompt(tokenizer)
+    )
     texts: list[str] = []
     for row in rows:
         if isinstance(row, TextRow):
             texts.append(row.text)
             continue
+        messages = fold_system_prompt(row.messages) if fold else row.messages
+        ds.folded_system += int(messages is not row.messages)
         example, truncated = tokenize_example(
-            tokenizer, row.messages, max_seq_len, f"{name} line {row.line}", add_bos=add_bos
+            tokenizer, messages, max_seq_len, f"{name} line {row.line}", add_bos=add_bos
         )
         ds.truncated += int(truncated)
         if example.trained_tokens > 0:
@@ -400,6 +437,11 @@ def load_dataset(
         ds.examples.extend(chunks)
         ds.kinds.extend("text" for _ in chunks)
         ds.documents = len(texts)
+    if ds.folded_system:
+        ds.notes.append(
+            f"{what}: this model's chat template has no place for a system prompt, so in {ds.folded_system} "
+            "examples it starts the first user turn instead (prompt the model that way too)"
+        )
     if ds.truncated:
         ds.notes.append(
             f"{what}: {ds.truncated} of {ds.read} examples were truncated to {max_seq_len} tokens"

@@ -18,17 +18,16 @@ from test_cli_e2e import forgectl, last_json
 from runner_image.tiny import FAMILIES
 
 SHAPES = Path(__file__).resolve().parents[1] / "fixtures" / "shapes"
-# Gemma's and Mistral's real templates refuse a system turn, which chat_weights and sharegpt carry; they get
-# the shapes without one.
+# Gemma and Mistral get the shapes with a system prompt, which their templates cannot place as written.
 RUNS = {
-    "smollm": "chat_weights.jsonl",
-    "tinyllama": "sharegpt.json",
+    "smollm": "alpaca.json",
+    "tinyllama": "prompt_completion.jsonl",
     "llama": "plain.txt",
     "qwen": "alpaca.json",
     "phi": "documents.jsonl",
-    "gemma": "prompt_completion.jsonl",
-    "gemma2": "alpaca.json",
-    "mistral": "prompt_completion.jsonl",
+    "gemma": "sharegpt.json",
+    "gemma2": "prompt_completion.jsonl",
+    "mistral": "chat_weights.jsonl",
 }
 
 

@@ -7,8 +7,10 @@ reply plus that marker in the rendered text.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from runner_image.data import (
     IGNORE_INDEX,
     Dataset,
     ensure_pad_token,
+    load_dataset,
     render,
     tokenize_documents,
     tokenize_example,
@@ -180,3 +183,36 @@ def test_text_documents_are_one_stream_cut_into_full_chunks(family: str) -> None
     assert all(c.labels == c.input_ids for c in chunks)  # every token is a target
     report = check_format(Dataset(chunks, ["text"] * len(chunks)), tokenizer, 8)
     assert report.text_chunks == len(chunks) and report.chat_examples == 0
+
+
+# Whether each family's real template has a system turn that stays where it was written.
+TAKES_SYSTEM = {"smollm": True, "tinyllama": True, "llama": True, "qwen": True, "phi": True,
+                "gemma": False, "gemma2": False, "mistral": False}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_system_prompts_train_on_every_family(family: str, tmp_path: Path) -> None:
+    tokenizer = tokenizer_for(family)
+    conv = [
+        {"role": "system", "content": "You answer in French."},
+        {"role": "user", "content": "Capital of Italy?"},
+        {"role": "assistant", "content": "Rome."},
+        {"role": "user", "content": "And Spain?"},
+        {"role": "assistant", "content": "Madrid."},
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"messages": conv}) + "\n")
+    ds = load_dataset(path, tokenizer, 512)
+    (example,) = ds.examples
+    text = tokenizer.decode(example.input_ids)
+    # Nothing of the system prompt is lost, whichever way the template takes it.
+    assert "You answer in French." in text
+    if TAKES_SYSTEM[family]:
+        assert ds.folded_system == 0
+    else:
+        # Gemma refuses a system role and Mistral moves it to the last user turn: it opens the first user
+        # turn instead, the data says so, and both replies are still trained.
+        assert ds.folded_system == 1 and any("system prompt" in n for n in ds.notes)
+        assert text.index("You answer in French.") < text.index("Capital of Italy?")
+    trained = tokenizer.decode([t for t in example.labels if t != IGNORE_INDEX])
+    assert "Rome." in trained and "Madrid." in trained and "French" not in trained
