@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 
 from runner_image import events
 from runner_image.errors import RunnerError
+from runner_image.hf_tokenizer import load_pretrained_tokenizer
 from runner_image.spec import MergeSpec, ModelRef
 
 # What the directory was made from, next to the weights (`forgectl inference --compare-base` reads it).
@@ -51,7 +52,7 @@ def merge_adapter(spec: MergeSpec) -> Path:
     events.log(f"merging the adapter {adapter} into the base model")
     model, _base_tokenizer, vocab_grew = load_base(spec.model, None)
     # The adapter's tokenizer is the one training saved: the same vocabulary, pad token and chat template.
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter), local_files_only=True)
+    tokenizer = load_pretrained_tokenizer(adapter)
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         raise RunnerError(

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runner_image.hf_tokenizer import load_pretrained_tokenizer
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -73,10 +75,7 @@ def tokenizer_dir(family: str) -> Path:
 
 def load_tokenizer(family: str) -> PreTrainedTokenizerBase:
     """The family's real tokenizer with its real chat template, exactly as shipped (pad token untouched)."""
-    # Imported here so that the spec can check family names before the runner pays for transformers.
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(tokenizer_dir(family)), local_files_only=True)
+    return load_pretrained_tokenizer(tokenizer_dir(family))
 
 
 def _cache_roots() -> list[Path]:

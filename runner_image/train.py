@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from runner_image import attention, checkpoint, events, faults
 from runner_image.batching import Batch, batch_tokens, model_inputs, pack
@@ -30,6 +30,7 @@ from runner_image.data import IGNORE_INDEX, Example, ensure_pad_token, epoch_ord
 from runner_image.data import micro_batches as split_micro_batches
 from runner_image.errors import EXIT_CRASH, EXIT_OK, EXIT_PREEMPTED, RunnerError
 from runner_image.format_check import format_preflight
+from runner_image.hf_tokenizer import load_pretrained_tokenizer
 from runner_image.lora_targets import lora_targets
 from runner_image.signals import StopFlag
 from runner_image.spec import HParams, ModelRef, RunnerSpec
@@ -61,7 +62,7 @@ def load_base(
     if not Path(ref.path).is_dir():
         raise RunnerError("bad_model", f"model directory {ref.path} does not exist")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(ref.path, local_files_only=True)
+        tokenizer = load_pretrained_tokenizer(ref.path)
         # Base weights in bf16 when we autocast to bf16 anyway: half the memory; LoRA weights stay fp32.
         model = AutoModelForCausalLM.from_pretrained(
             ref.path, local_files_only=True, dtype=amp_dtype or torch.float32

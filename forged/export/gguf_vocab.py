@@ -49,7 +49,8 @@ def bpe_pre_tokenizer(pre: dict[str, Any] | None) -> str:
 def add_tokenizer(writer: Any, hf_dir: Path, n_vocab: int) -> None:
     """Write tokens, types, scores or merges, special ids, add_bos/eos and the chat template."""
     import gguf
-    from transformers import AutoTokenizer
+
+    from runner_image.hf_tokenizer import load_pretrained_tokenizer
 
     path = hf_dir / "tokenizer.json"
     if not path.is_file():
@@ -58,7 +59,8 @@ def add_tokenizer(writer: Any, hf_dir: Path, n_vocab: int) -> None:
         )
     tj = json.loads(path.read_text(encoding="utf-8"))
     model = tj.get("model") or {}
-    hf_tok = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True)
+    # The tokenizer the runner trained with (a legacy SentencePiece file runs as written), not a rebuilt one
+    hf_tok = load_pretrained_tokenizer(hf_dir)
     if len(hf_tok) > n_vocab:
         raise ExportError(f"the tokenizer has {len(hf_tok)} tokens but the model only {n_vocab} embeddings")
 
@@ -158,10 +160,11 @@ def _spm_tokens(
 def _adds_space_prefix(tj: dict[str, Any]) -> bool:
     """SentencePiece's dummy prefix, as llama.cpp applies it: at the start and after every special token.
 
-    That is the legacy Prepend('▁') normalizer. transformers 5 re-saves these tokenizers as Metaspace with
-    prepend_scheme "first" (a prefix only at the very start of the input), which llama.cpp cannot express;
-    of its two settings, "no prefix" differs from it only when a text starts with plain text instead of a
-    special token, where "prefix" would differ after every special token of every turn.
+    That is the legacy Prepend('▁') normalizer, which the runner keeps (runner_image/hf_tokenizer.py), so a
+    model Forge trained from TinyLlama or Phi-3 gets it. Metaspace with prepend_scheme "first" (a prefix only
+    at the very start of the input: Mistral v0.3 ships it, and transformers 5 saves rebuilt legacy tokenizers
+    so) cannot be expressed in llama.cpp; of its two settings, "no prefix" differs from it only when a text
+    starts with plain text instead of a special token, where "prefix" would differ after every special token.
     """
     normalizer = tj.get("normalizer") or {}
     for step in normalizer.get("normalizers") or [normalizer]:

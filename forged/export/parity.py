@@ -102,14 +102,16 @@ def verify(
 ) -> ParityReport:
     """Run the gate; the report lists every failed check in words (see module docstring)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from forged.export.chat_turns import end_of_turn_token, template_markers
     from forged.export.llamacpp import LlamaCpp
+    from runner_image.hf_tokenizer import load_pretrained_tokenizer
 
     out_type = out_type.lower()
     tolerance = TOLERANCE[out_type]
-    tokenizer = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True)
+    # The reference is the tokenization the runner trained on, loaded the way the runner loads it.
+    tokenizer = load_pretrained_tokenizer(hf_dir)
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, local_files_only=True)
     model.eval()
     markers = template_markers(tokenizer)

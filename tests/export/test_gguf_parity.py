@@ -21,23 +21,9 @@ PROMPTS = [
     ]
 ]
 
-# TinyLlama's template starts with plain text ("<|user|>"). transformers 5 saves its tokenizer with a dummy
-# prefix only at the very start of the input, which llama.cpp cannot express (it prefixes after every special
-# token or never), so the first token differs: a real train/serve skew the gate must keep reporting.
-TINYLLAMA_SKEW = pytest.mark.xfail(
-    reason="transformers-5 'first' dummy prefix vs llama.cpp: first token differs", strict=True
-)
 
-
-def _cases() -> list[object]:
-    return [
-        pytest.param(family, out_type, marks=[TINYLLAMA_SKEW] if family == "tinyllama" else [])
-        for family in FAMILIES
-        for out_type in ("f16", "q8_0")
-    ]
-
-
-@pytest.mark.parametrize(("family", "out_type"), _cases())
+@pytest.mark.parametrize("out_type", ["f16", "q8_0"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_family_passes_the_gate(
     tiny_models: dict[str, Path], tmp_path: Path, family: str, out_type: str
 ) -> None:
@@ -149,3 +135,50 @@ def test_checkpoint_with_unmerged_adapter_tensors_is_refused(
     with pytest.raises(ExportError, match="merge LoRA adapters"):
         convert(bad, tmp_path / "x.gguf", "f16")
     assert not list(tmp_path.glob("x.gguf*"))
+
+
+def test_a_users_tinyllama_directory_trains_merges_and_serves_the_same_tokens(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A TinyLlama-1.1B-Chat directory as its authors publish it (tokenizer_config: LlamaTokenizer, "legacy":
+    false; tokenizer.json: the Prepend normalizer), trained on, merged and exported as a user's would be: the
+    runner, the merged model's tokenizer and llama.cpp all tokenize as the tokenizer.json says."""
+    import shutil
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    from runner_image.merge import merge_adapter
+    from runner_image.spec import MergeSpec, ModelRef
+    from runner_image.tiny_tokenizers import tokenizer_dir
+    from runner_image.train import load_base
+
+    user_dir = tmp_path / "TinyLlama-1.1B-Chat-v1.0"
+    shutil.copytree(tokenizer_dir("tinyllama"), user_dir)  # the original tokenizer files, unchanged
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        shutil.copyfile(tiny_models["tinyllama"] / name, user_dir / name)
+    ref = ModelRef(kind="path", path=str(user_dir))
+
+    model, tokenizer, _ = load_base(ref, None)
+    text = tokenizer.apply_chat_template(PROMPTS[0][:1], tokenize=False, add_generation_prompt=True)
+    as_written = Tokenizer.from_file(str(user_dir / "tokenizer.json")).encode(text, add_special_tokens=False)
+    assert "</s>" in text and tokenizer(text, add_special_tokens=False)["input_ids"] == as_written.ids
+
+    # An adapter that has moved, saved as the trainer saves it (with the runner's tokenizer).
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    adapter = tmp_path / "adapter"
+    get_peft_model(model, lora).save_pretrained(str(adapter))
+    tokenizer.save_pretrained(str(adapter))
+    merged = merge_adapter(
+        MergeSpec(job_id="j-user", model=ref, adapter_dir=str(adapter), output_dir=str(tmp_path / "merged"))
+    )
+    # Anyone loading the merged model with plain transformers gets the same tokens too.
+    reloaded = AutoTokenizer.from_pretrained(str(merged), local_files_only=True)
+    assert reloaded(text, add_special_tokens=False)["input_ids"] == as_written.ids
+
+    gguf_path = convert(merged, tmp_path / "tinyllama-user.gguf", "f16")
+    report = verify(merged, gguf_path, PROMPTS, "f16")
+    assert report.passed, report.report

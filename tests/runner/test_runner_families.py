@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 from runner_image.data import (
@@ -28,18 +29,22 @@ from runner_image.data import (
 from runner_image.errors import RunnerError
 from runner_image.format_check import CODE, check_format, render_trained
 from runner_image.tiny import FAMILIES, load_tokenizer
+from runner_image.tiny_tokenizers import tokenizer_dir
 
 
 @dataclass(frozen=True)
 class Template:
     end: str  # what the family's template writes right after an assistant reply
     closing: str = ""  # what it writes after the last assistant reply only (Phi-3 closes with EOS)
+    # SentencePiece's dummy prefix starts every stretch of text after a special token (legacy Llama 2
+    # tokenizers); decoded, it is a space after the special token that the template did not write.
+    prefix_after_special: bool = False
 
 
 # Facts about each family's chat template, written down here rather than derived from the code under test.
 TEMPLATES: dict[str, Template] = {
     "smollm": Template("<|im_end|>"),
-    "tinyllama": Template("</s>"),
+    "tinyllama": Template("</s>", prefix_after_special=True),
     "llama": Template("<|eot_id|>"),
     "qwen": Template("<|im_end|>"),
     "phi": Template("<|end|>", closing="\n<|endoftext|>"),
@@ -112,7 +117,11 @@ def test_training_text_is_the_template_and_labels_are_the_assistant_turns(family
     )
     if family != "phi":
         # Decoded apart from the added BOS: SentencePiece decodes "<s>" followed by text with a space between.
-        assert tokenizer.decode(example.input_ids[int(added_bos) :]) == text
+        decoded = tokenizer.decode(example.input_ids[int(added_bos) :])
+        if TEMPLATES[family].end and TEMPLATES[family].prefix_after_special:
+            end = TEMPLATES[family].end
+            decoded = decoded.replace(f"{end} ", end)
+        assert decoded == text
 
     spans = expected_spans(text, CONVERSATION, TEMPLATES[family])
     expected = [
@@ -125,6 +134,43 @@ def test_training_text_is_the_template_and_labels_are_the_assistant_turns(family
     runs = [i for i, y in enumerate(example.labels) if y != IGNORE_INDEX]
     assert sum(1 for i in runs if example.input_ids[i] == end_id) == 2
     assert "Let me think" not in tokenizer.decode([t for t in example.labels if t != IGNORE_INDEX])
+
+
+# Llama 2's SentencePiece vocabulary (TinyLlama's, and Phi-3's below its added tokens) on plain text, from
+# llama.cpp's tokenizer test vectors (ggml-vocab-llama-spm and -phi-3 .inp/.out): a leading space is
+# SentencePiece's dummy prefix plus a space. transformers 5's rebuilt tokenizer drops one "▁" there.
+LLAMA_SPM_VECTORS = {
+    "Hello world": [15043, 3186],
+    " Hello world": [29871, 15043, 3186],
+    "  Hello": [259, 15043],
+    "    Hello\n    Hello": [268, 15043, 13, 1678, 15043],
+}
+
+
+@pytest.mark.parametrize("family", ["tinyllama", "phi"])
+def test_sentencepiece_families_tokenize_text_as_sentencepiece_does(family: str) -> None:
+    tokenizer = tokenizer_for(family)
+    for text, ids in LLAMA_SPM_VECTORS.items():
+        # What tokenize_documents and tokenize_example run on every document and chat segment
+        assert tokenizer(text, add_special_tokens=False)["input_ids"] == ids, text
+
+
+def test_tinyllama_chat_has_the_dummy_prefix_after_every_special_token() -> None:
+    """TinyLlama was trained with its tokenizer.json run as written (transformers 4): SentencePiece's dummy
+    prefix at the start of every stretch of text between special tokens, as llama.cpp also tokenizes it.
+    transformers 5 would rebuild it with a prefix only at the very start of the input."""
+    tokenizer = tokenizer_for("tinyllama")
+    example, _ = tokenize_example(tokenizer, CONVERSATION, 4096)
+    plain = [{"role": m["role"], "content": m["content"]} for m in CONVERSATION]
+    text = tokenizer.apply_chat_template(plain, tokenize=False)
+    as_written = Tokenizer.from_file(str(tokenizer_dir("tinyllama") / "tokenizer.json"))
+    assert example.input_ids == [
+        tokenizer.bos_token_id,
+        *as_written.encode(text, add_special_tokens=False).ids,
+    ]
+    pieces = tokenizer.convert_ids_to_tokens(example.input_ids)
+    after_eos = [pieces[i + 1] for i, piece in enumerate(pieces[:-1]) if piece == "</s>"]
+    assert len(after_eos) == text.count("</s>") == 6 and set(after_eos) == {"\u2581"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
