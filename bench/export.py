@@ -5,7 +5,9 @@
 Models are random bf16 weights at real shapes (SmolLM2-135M, Llama-3.2-1B, Llama-3.2-3B), written one
 layer per safetensors shard so building them never holds a whole model either. Each conversion runs in its
 own process so its peak RSS is its own. "write" is this machine's plain write+fsync speed for the same
-number of bytes, measured in the same run and the same directory.
+number of bytes, measured in the same directory just before and just after each conversion (the mean of
+the two: on a shared machine the load drifts). "CPU s" is user+system time, of the conversion's tensor
+phase and of the plain write: unlike wall time it hardly depends on what else the machine is running.
 """
 
 from __future__ import annotations
@@ -90,10 +92,16 @@ def build(out: Path, s: dict[str, int]) -> None:
         shutil.copy(f, out / f.name)
 
 
-def plain_write_speed(directory: Path, nbytes: int) -> float:
-    """MB/s for write+fsync of nbytes in 64 MiB chunks (the cost floor of writing the GGUF)."""
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def plain_write(directory: Path, nbytes: int) -> tuple[float, float]:
+    """(MB/s, CPU s) for write+fsync of nbytes in 64 MiB chunks (the cost floor of writing the GGUF)."""
     chunk = np.random.default_rng(1).integers(0, 255, 64 * 2**20, dtype=np.uint8).tobytes()
     path = directory / "plain-write.bin"
+    cpu = cpu_s()
     start = time.perf_counter()
     with open(path, "wb") as f:
         left = nbytes
@@ -103,8 +111,19 @@ def plain_write_speed(directory: Path, nbytes: int) -> float:
         f.flush()
         os.fsync(f.fileno())
     elapsed = time.perf_counter() - start
+    cpu = cpu_s() - cpu
     path.unlink()
-    return nbytes / elapsed / 1e6
+    return nbytes / elapsed / 1e6, cpu
+
+
+def _expected_bytes(hf_dir: Path, out_type: str) -> int:
+    """The GGUF's tensor bytes, from the headers (the before-sample needs a size before the file exists)."""
+    sys.path.insert(0, str(ROOT))
+    from forged.export import gguf_arch
+    from forged.export.gguf_writer import _plan_tensors
+
+    plan = gguf_arch.plan(json.loads((hf_dir / "config.json").read_text()))
+    return sum(s.type.nbytes for s in _plan_tensors(hf_dir, plan, out_type))
 
 
 def child(hf_dir: str, out: str, out_type: str) -> None:
@@ -112,17 +131,20 @@ def child(hf_dir: str, out: str, out_type: str) -> None:
     sys.path.insert(0, str(ROOT))
     from forged.export.gguf_writer import convert
 
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
     start = time.perf_counter()
-    convert(Path(hf_dir), Path(out), out_type, progress=lambda _m: stamps.append(time.perf_counter()))
+    convert(
+        Path(hf_dir), Path(out), out_type, progress=lambda _m: stamps.append((time.perf_counter(), cpu_s()))
+    )
     total = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
             {
                 "total_s": total,
-                "first_tensor_s": stamps[0] - start,
-                "tensors_s": stamps[-1] - stamps[0],
+                "first_tensor_s": stamps[0][0] - start,
+                "tensors_s": stamps[-1][0] - stamps[0][0],
+                "tensors_cpu_s": stamps[-1][1] - stamps[0][1],
                 "peak_rss_mib": rss,
             }
         )
@@ -143,6 +165,8 @@ def main() -> None:
         if not (hf_dir / "config.json").exists():
             build(hf_dir, SHAPES[size])
         out = root / f"{size}.gguf"
+        expected = _expected_bytes(hf_dir, args.out_type)
+        write_before, _ = plain_write(root, expected)
         done = subprocess.run(
             [sys.executable, __file__, "--child", str(hf_dir), str(out), args.out_type],
             capture_output=True,
@@ -151,7 +175,8 @@ def main() -> None:
         )
         r = json.loads(done.stdout.strip().splitlines()[-1])
         nbytes = out.stat().st_size
-        write = plain_write_speed(root, nbytes)
+        write_after, write_cpu = plain_write(root, nbytes)
+        write = (write_before + write_after) / 2
         # tensor phase throughput, from the first tensor written (setup = imports, vocabulary, header)
         tensor_rate = nbytes / max(r["tensors_s"], 1e-9) / 1e6
         overall = nbytes / r["total_s"] / 1e6
@@ -164,18 +189,20 @@ def main() -> None:
                 overall,
                 tensor_rate,
                 write,
+                r["tensors_cpu_s"],
+                write_cpu,
                 r["peak_rss_mib"],
             )
         )
         out.unlink()
     print(
         f"{'model':>6} {'GGUF GiB':>8} {'total s':>8} {'setup s':>8} {'MB/s':>7} {'tensor MB/s':>11} "
-        f"{'write MB/s':>10} {'% write':>7} {'peak RSS MiB':>12}"
+        f"{'write MB/s':>10} {'% write':>7} {'CPU s':>6} {'write CPU s':>11} {'peak RSS MiB':>12}"
     )
-    for size, gib, total, setup, overall, tensor_rate, write, rss in rows:
+    for size, gib, total, setup, overall, tensor_rate, write, cpu, write_cpu, rss in rows:
         print(
             f"{size:>6} {gib:8.2f} {total:8.1f} {setup:8.1f} {overall:7.0f} {tensor_rate:11.0f} "
-            f"{write:10.0f} {100 * tensor_rate / write:6.0f}% {rss:12.0f}"
+            f"{write:10.0f} {100 * tensor_rate / write:6.0f}% {cpu:6.1f} {write_cpu:11.1f} {rss:12.0f}"
         )
 
 
