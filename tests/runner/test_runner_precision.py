@@ -21,7 +21,15 @@ FP16_CPU = Precision(torch.device("cpu"), torch.float16)
 
 
 def test_fp16_on_a_cpu_trains_skips_an_overflow_and_logs_to_tensorboard(tmp_path: Path) -> None:
-    spec = write_spec(tmp_path, max_steps=4, grad_accum=1, checkpoint_every=0, eval_every=0, lora_dropout=0.0)
+    spec = write_spec(
+        tmp_path,
+        max_steps=4,
+        micro_batch_size=2,
+        grad_accum=1,
+        checkpoint_every=0,
+        eval_every=0,
+        lora_dropout=0.0,
+    )
     env = {
         **runner_env(),
         precision.ENV: "fp16",
