@@ -54,7 +54,8 @@ def test_fp16_on_a_cpu_trains_skips_an_overflow_and_logs_to_tensorboard(tmp_path
 
     steps = {e["step"]["step"]: e["step"] for e in events if "step" in e}
     assert sorted(steps) == [1, 2, 3, 4]
-    assert steps[3]["grad_norm"] == "Infinity"  # protobuf's JSON for the overflow; the step still counts
+    # Protobuf's JSON for a non-finite norm; the skipped step still counts.
+    assert steps[3]["grad_norm"] in ("Infinity", "NaN")
     evals = {e["eval"]["step"]: e["eval"]["val_loss"] for e in events if "eval" in e}
     assert evals[4] < evals[0], "fp16 training lowered the validation loss"
     # The master weights: fp16 only in the forward pass, the adapter is trained and saved in fp32.
