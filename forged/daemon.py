@@ -54,14 +54,15 @@ class Daemon:
             max_running=config.max_running_jobs,
             max_per_user=config.max_jobs_per_user,
         )
+        hardware = CachedProbe()
         jobs_root = config.state_dir / "jobs"
         jobs_root.mkdir(parents=True, exist_ok=True)
         self.server, self.health = build_server(
             self.auth,
             JobsService(self.store, self.blobs, self.bus, self.scheduler, self.auth, jobs_root),
             ArtifactsService(self.blobs, self.auth, config.max_upload_bytes),
-            HardwareService(CachedProbe(), self.auth),
-            BrainService(self.blobs, self.auth, config.state_dir / "scratch"),
+            HardwareService(hardware, self.auth),
+            BrainService(self.blobs, self.auth, config.state_dir / "scratch", hardware),
             DaemonService(self.store, self.auth, datetime.now(UTC), str(config.state_dir), self.db.dialect),
             config.rpc_threads,
         )

@@ -14,7 +14,7 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
@@ -26,6 +26,14 @@ _NAME = re.compile(r"^step-(\d{6,})$")
 ADAPTER_FILE = "adapter.safetensors"
 STATE_FILE = "trainer_state.pt"
 POSITION_FILE = "position.json"
+
+
+class Stateful(Protocol):
+    """Something else whose state a resumed run needs (the fp16 loss scale)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -120,6 +128,7 @@ def save(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     position: Position,
+    loss_scaling: Stateful | None = None,
 ) -> Path:
     final = step_dir(checkpoint_dir, position.step)
     if (final / MARKER).is_file():
@@ -132,13 +141,17 @@ def save(
 
     # The base model is rebuilt identically on resume, so only the LoRA weights need saving; False also keeps
     # PEFT from probing the Hub for the base model's config.
-    state = get_peft_model_state_dict(model, save_embedding_layers=False)
-    weights = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    lora = get_peft_model_state_dict(model, save_embedding_layers=False)
+    weights = {k: v.detach().contiguous().cpu() for k, v in lora.items()}
     save_file(weights, str(tmp / ADAPTER_FILE))
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
-        tmp / STATE_FILE,
-    )
+    state: dict[str, Any] = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+    }
+    if loss_scaling is not None:
+        state["loss_scaling"] = loss_scaling.state_dict()
+    torch.save(state, tmp / STATE_FILE)
     (tmp / POSITION_FILE).write_text(json.dumps(asdict(position), indent=2) + "\n")
     for name in (ADAPTER_FILE, STATE_FILE, POSITION_FILE):
         _fsync_file(tmp / name)
@@ -170,6 +183,7 @@ def load(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
+    loss_scaling: Stateful | None = None,
 ) -> Position:
     position = read_position(path)
     weights = load_file(str(path / ADAPTER_FILE), device=str(device))
@@ -182,4 +196,6 @@ def load(
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
+    if loss_scaling is not None and "loss_scaling" in state:
+        loss_scaling.load_state_dict(state["loss_scaling"])
     return position

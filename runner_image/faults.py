@@ -2,8 +2,9 @@
 
 FORGE_FAULTS holds a JSON list such as
   [{"kind": "oom", "step": 5, "while_micro_batch_over": 2}, {"kind": "nan", "step": 9, "while_lr_over": 5e-4}]
-A fault fires when the runner is about to compute optimizer step `step` and its condition holds, so a
-remediation that lowers the micro-batch or the learning rate makes it go away, as it would in real life.
+(`overflow` makes a gradient infinite after the backward pass, as an fp16 overflow does). A fault fires
+when the runner is about to compute optimizer step `step` and its condition holds, so a remediation that
+lowers the micro-batch or the learning rate makes it go away, as it would in real life.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ ENV = "FORGE_FAULTS"
 class Fault(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["oom", "nan"]
+    kind: Literal["oom", "nan", "overflow"]
     step: int
     while_micro_batch_over: int = 0
     while_lr_over: float = 0.0
@@ -58,3 +59,11 @@ def maybe_oom(step: int, micro_batch_size: int, learning_rate: float) -> None:
 
 def poison_loss(loss: torch.Tensor, step: int, micro_batch_size: int, learning_rate: float) -> torch.Tensor:
     return loss * float("nan") if _active("nan", step, micro_batch_size, learning_rate) else loss
+
+
+def maybe_overflow(
+    params: list[torch.nn.Parameter], step: int, micro_batch_size: int, learning_rate: float
+) -> None:
+    if _active("overflow", step, micro_batch_size, learning_rate):
+        grad = next(p.grad for p in params if p.grad is not None)
+        grad.view(-1)[0] = float("inf")

@@ -125,20 +125,27 @@ def train_step() -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from runner_image.data import collate, ensure_pad_token, tokenize_example
+    from runner_image import attention
+    from runner_image.batching import pack
+    from runner_image.data import ensure_pad_token, tokenize_example
+    from runner_image.lora_targets import lora_targets
+    from runner_image.precision import pick_device
     from runner_image.tiny import build_tiny_model, load_tiny_tokenizer
-    from runner_image.train import LORA_TARGETS, forward_loss, pick_device
+    from runner_image.train import forward_loss
 
-    device, amp_dtype = pick_device()
+    precision = pick_device()
+    device, amp_dtype = precision.device, precision.amp_dtype
     tokenizer = load_tiny_tokenizer()
     ensure_pad_token(tokenizer)
     model = build_tiny_model(tokenizer).to(device)
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS, bias="none", task_type="CAUSAL_LM")
+    attention.choose(model, device)
+    targets = lora_targets(model.config.model_type)
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=targets, bias="none", task_type="CAUSAL_LM")
     torch.manual_seed(0)  # LoRA's random init: the same step, and report, on every run on the same hardware
     model = get_peft_model(model, lora)
     model.train()
     example, _ = tokenize_example(tokenizer, _SMOKE_CHAT, max_seq_len=64, where="smoke example")
-    batch = collate([example, example], int(tokenizer.pad_token_id))
+    batch = pack([example, example])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-3)
     start = time.perf_counter()
@@ -156,7 +163,7 @@ def train_step() -> dict:
     return {
         "ok": True,
         "device": str(device),
-        "precision": "bf16 autocast" if amp_dtype is not None else "fp32",
+        "precision": precision.describe(),
         "loss": round(value, 4),
         "grad_norm": round(grad_norm, 4),
         "trained_tokens": int(n_tokens),

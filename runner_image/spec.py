@@ -79,6 +79,9 @@ class HParams(_Strict):
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: less memory, about a third slower"
     )
+    method: Literal["lora", "qlora"] = Field(
+        "lora", description="qlora: LoRA on 4-bit (NF4) base weights; needs CUDA and bitsandbytes"
+    )
 
 
 class RunnerSpec(_Strict):

@@ -14,7 +14,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from runner_image import attention, checkpoint, events, faults
+from runner_image import attention, checkpoint, events, faults, quantization, unsloth_path
 from runner_image.batching import Batch, batch_tokens, model_inputs, pack
 from runner_image.data import IGNORE_INDEX, Example, ensure_pad_token, epoch_order, load_dataset
 from runner_image.data import micro_batches as split_micro_batches
@@ -32,41 +32,51 @@ from runner_image.errors import EXIT_CRASH, EXIT_OK, EXIT_PREEMPTED, RunnerError
 from runner_image.format_check import format_preflight
 from runner_image.hf_tokenizer import load_pretrained_tokenizer
 from runner_image.lora_targets import lora_targets
+from runner_image.precision import OptimizerStep, nan_error, pick_device
 from runner_image.signals import StopFlag
 from runner_image.spec import HParams, ModelRef, RunnerSpec
 from runner_image.tiny import build_model, load_tokenizer, pipeline_check_warning, tiny_name
+from runner_image.trackers import Trackers
 
 MAX_GRAD_NORM = 1.0
 
 
-def pick_device() -> tuple[torch.device, torch.dtype | None]:
-    """The device and the autocast dtype (None: plain fp32)."""
-    if torch.cuda.is_available():
-        # bf16 autocast needs Ampere or newer; older GPUs train in fp32 rather than risk fp16 overflow.
-        amp = torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else None
-        return torch.device("cuda"), amp
-    return torch.device("cpu"), None
-
-
 def load_base(
-    ref: ModelRef, amp_dtype: torch.dtype | None
+    ref: ModelRef,
+    amp_dtype: torch.dtype | None,
+    *,
+    quantized: bool = False,
+    unsloth_hparams: HParams | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, bool]:
-    """The base model and its tokenizer (with a pad token distinct from EOS); also whether the vocab grew."""
+    """The base model and its tokenizer (with a pad token distinct from EOS); also whether the vocab grew.
+
+    `quantized`: 4-bit for QLoRA (CUDA only). `unsloth_hparams`: load through Unsloth, for these settings.
+    Export calls this with neither, so a merge always starts from the full-precision base.
+    """
+    dtype = amp_dtype or torch.float32
     if ref.kind == "tiny":
         events.log(pipeline_check_warning(ref.tiny_family), level="warning")
         tokenizer = load_tokenizer(ref.tiny_family)
         ensure_pad_token(tokenizer)
         model: PreTrainedModel = build_model(ref.tiny_family, tokenizer)
+        if quantized:
+            model = quantization.quantize_built(model, dtype)
         return model, tokenizer, ensure_pad_token(tokenizer, model)
     assert ref.path is not None
     if not Path(ref.path).is_dir():
         raise RunnerError("bad_model", f"model directory {ref.path} does not exist")
     try:
-        tokenizer = load_pretrained_tokenizer(ref.path)
-        # Base weights in bf16 when we autocast to bf16 anyway: half the memory; LoRA weights stay fp32.
-        model = AutoModelForCausalLM.from_pretrained(
-            ref.path, local_files_only=True, dtype=amp_dtype or torch.float32
-        )
+        if unsloth_hparams is not None:
+            model, tokenizer = unsloth_path.load(ref, unsloth_hparams, dtype, quantized)
+        else:
+            tokenizer = load_pretrained_tokenizer(ref.path)
+            # Base weights in the autocast dtype, which computes in it anyway: half the memory of fp32 (a
+            # quarter of it in 4 bits); the LoRA weights stay fp32.
+            model = (
+                quantization.load_quantized(ref.path, dtype)
+                if quantized
+                else AutoModelForCausalLM.from_pretrained(ref.path, local_files_only=True, dtype=dtype)
+            )
     except (OSError, ValueError) as e:
         raise RunnerError("bad_model", f"cannot load a causal LM from {ref.path}: {e}") from e
     # A base model without a chat template is fine for plain-text data; load_dataset refuses chat rows.
@@ -163,6 +173,8 @@ def fingerprint(spec: RunnerSpec) -> str:
         }
     )
     hp["effective_batch"] = spec.hparams.micro_batch_size * spec.hparams.grad_accum
+    if hp["method"] == "lora":
+        del hp["method"]  # so checkpoints written before QLoRA existed (all LoRA) still resume
     ident = {
         "model": spec.model.model_dump(),
         "hparams": hp,
@@ -187,9 +199,23 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
     hp = spec.hparams
 
     # --- set up -------------------------------------------------------------------------------------------
-    device, amp_dtype = pick_device()
-    events.log(f"device {device.type}, {'bf16 autocast' if amp_dtype else 'fp32'}, job {spec.job_id}")
-    model, tokenizer, vocab_grew = load_base(spec.model, amp_dtype)
+    precision = pick_device()
+    device, amp_dtype = precision.device, precision.amp_dtype
+    qlora = hp.method == "qlora"
+    events.log(f"device {device.type}, {precision.describe()}, {hp.method}, job {spec.job_id}")
+    if qlora:
+        quantization.require_support(device)  # before minutes of loading, not after
+    why_not_unsloth = unsloth_path.why_not(spec.model, device)
+    if why_not_unsloth:
+        events.log(f"{why_not_unsloth}: training with transformers + PEFT")
+    else:
+        events.log("loading and attaching LoRA with unsloth")
+    model, tokenizer, vocab_grew = load_base(
+        spec.model,
+        precision.weights_dtype,
+        quantized=qlora,
+        unsloth_hparams=None if why_not_unsloth else hp,
+    )
 
     train_set = load_dataset(spec.train_file, tokenizer, hp.max_seq_len, "train")
     val_set = load_dataset(spec.val_file, tokenizer, hp.max_seq_len, "val") if spec.val_file else None
@@ -212,21 +238,15 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    if hp.gradient_checkpointing:
-        # Non-reentrant checkpointing restores the RNG state when it recomputes, so dropout matches.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()  # the frozen embeddings' output must carry grad for LoRA
-        events.log("gradient checkpointing on: less memory for activations, slower steps")
-    kernel = attention.choose(model, device)
-    events.log(f"padding-free batches: each micro-batch is one packed row; attention kernel {kernel}")
-    try:
-        model = get_peft_model(model.to(device), lora)
-    except ValueError as e:
-        raise RunnerError("bad_model", f"cannot attach LoRA to this model: {e}") from e
+    if why_not_unsloth:
+        model = _attach_lora(model, lora, hp.gradient_checkpointing, device)
+    else:
+        model = unsloth_path.attach_lora(model, lora, hp)
     model.peft_config["default"].base_model_name_or_path = _base_name(spec.model)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=hp.learning_rate, weight_decay=0.0)
+    stepper = OptimizerStep(precision, optimizer, trainable, MAX_GRAD_NORM)
 
     n_batches = math.ceil(len(train) / hp.micro_batch_size)
     steps_per_epoch = math.ceil(n_batches / hp.grad_accum)
@@ -261,17 +281,21 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
                 f"{latest} was written for a different model, data or hyperparameters",
                 hint=f"delete {ckpt_dir} to start over",
             )
-        pos = checkpoint.load(latest, model, optimizer, scheduler, device)
+        pos = checkpoint.load(latest, model, optimizer, scheduler, device, stepper)
         saved_step = pos.step
         events.log(f"resumed from checkpoint step {pos.step}")
         _adopt_new_settings(pos, hp, optimizer, scheduler)
     pos.extra["micro_batch_size"] = hp.micro_batch_size
 
+    out_dir = Path(spec.output_dir)
+    trackers = Trackers(out_dir, spec.job_id, pos.step + 1 if saved_step is not None else 0, hp.model_dump())
+    events.artifact("tensorboard", str(trackers.dir))
+
     def save_checkpoint() -> None:
         nonlocal saved_step
         if saved_step == pos.step:
             return
-        path = checkpoint.save(ckpt_dir, model, optimizer, scheduler, pos)
+        path = checkpoint.save(ckpt_dir, model, optimizer, scheduler, pos, stepper)
         saved_step = pos.step
         events.checkpoint(pos.step, str(path))
 
@@ -284,6 +308,7 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
         pos.final_val_loss = val_loss
         last_eval_step = pos.step
         events.evaluation(pos.step, val_loss)
+        trackers.log(pos.step, {"eval/val_loss": val_loss})
 
     if val_set is not None and pos.step == 0:
         run_eval()
@@ -297,6 +322,7 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
             if stop.requested:
                 save_checkpoint()
                 events.log(f"stopped by SIGTERM at step {pos.step}; the next start resumes from there")
+                trackers.close()
                 return EXIT_PREEMPTED
             step_start = time.monotonic()
             learning_rate = scheduler.get_last_lr()[0]
@@ -306,11 +332,12 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
                 loss_total, tokens, window_targets = _accumulate(
                     model, train, window, device, amp_dtype,
                     step=pos.step + 1, learning_rate=learning_rate, micro_batch_size=hp.micro_batch_size,
+                    scale=stepper.scale,
                 )  # fmt: skip
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM))
-            if not math.isfinite(grad_norm):
-                raise _nan_error(pos.step + 1, "gradient norm")
-            optimizer.step()
+            faults.maybe_overflow(trainable, pos.step + 1, hp.micro_batch_size, learning_rate)
+            # A step skipped for an fp16 overflow still consumes its window and its place in the
+            # schedule: position and learning rate stay functions of the step, as exact resume needs.
+            grad_norm = stepper.step(pos.step + 1)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -324,15 +351,25 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
             now = time.monotonic()
             train_seconds += now - step_start
             train_tokens += tokens
+            tokens_per_second = tokens / max(now - step_start, 1e-9)
             events.step(
                 step=pos.step,
                 total_steps=total_steps,
                 loss=loss,
                 learning_rate=learning_rate,
-                tokens_per_second=tokens / max(now - step_start, 1e-9),
+                tokens_per_second=tokens_per_second,
                 eta_seconds=(now - loop_start) / steps_here * (total_steps - pos.step),
                 epoch=pos.epoch + pos.batch / len(batches),
                 grad_norm=grad_norm,
+            )
+            trackers.log(
+                pos.step,
+                {
+                    "train/loss": loss,
+                    "train/learning_rate": learning_rate,
+                    "train/grad_norm": grad_norm,
+                    "train/tokens_per_second": tokens_per_second,
+                },
             )
             if val_set is not None and hp.eval_every and pos.step % hp.eval_every == 0:
                 run_eval()
@@ -342,10 +379,11 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
             pos.epoch += 1
             pos.batch = 0
 
-    # --- save ----------------------------------------------------------------------------------------------
     if val_set is not None and last_eval_step != pos.step:
         run_eval()
-    out_dir = Path(spec.output_dir)
+    trackers.close()
+
+    # --- save ----------------------------------------------------------------------------------------------
     out_dir.mkdir(parents=True, exist_ok=True)
     adapter_dir = out_dir / "adapter"
     tmp = out_dir / "adapter.tmp"
@@ -374,6 +412,27 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
     return EXIT_OK
 
 
+def _attach_lora(
+    model: PreTrainedModel, lora: LoraConfig, gradient_checkpointing: bool, device: torch.device
+) -> PeftModel:
+    """transformers + PEFT: LoRA on the base model, which is moved to `device` unless bitsandbytes put it
+    there already (a 4-bit model cannot move)."""
+    quantized = quantization.is_quantized(model)
+    if quantized:
+        model = quantization.prepare(model)
+    if gradient_checkpointing:
+        # Non-reentrant checkpointing restores the RNG state when it recomputes, so dropout matches.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # the frozen embeddings' output must carry grad for LoRA
+        events.log("gradient checkpointing on: less memory for activations, slower steps")
+    kernel = attention.choose(model, device)
+    events.log(f"padding-free batches: each micro-batch is one packed row; attention kernel {kernel}")
+    try:
+        return get_peft_model(model if quantized else model.to(device), lora)
+    except ValueError as e:
+        raise RunnerError("bad_model", f"cannot attach LoRA to this model: {e}") from e
+
+
 def _accumulate(
     model: PeftModel,
     train: list[Example],
@@ -384,6 +443,7 @@ def _accumulate(
     step: int,
     learning_rate: float,
     micro_batch_size: int,
+    scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
 ) -> tuple[float, int, int]:
     """Forward and backward over one accumulation window; returns (summed loss, tokens, trained tokens)."""
     batches = [pack([train[i] for i in mb]) for mb in window]
@@ -395,8 +455,8 @@ def _accumulate(
         loss_sum, _ = forward_loss(model, batch, device, amp_dtype)
         loss_sum = faults.poison_loss(loss_sum, step, micro_batch_size, learning_rate)
         if not torch.isfinite(loss_sum):
-            raise _nan_error(step, "loss")
-        (loss_sum / window_targets).backward()
+            raise nan_error(step, "loss")
+        scale(loss_sum / window_targets).backward()  # fp16 scales the loss up (precision.py)
         loss_total += loss_sum.item()
         tokens += batch_tokens(batch)
     return loss_total, tokens, window_targets
@@ -476,14 +536,5 @@ def _oom_error(where: str, micro_batch_size: int, exc: BaseException) -> RunnerE
         "oom",
         f"out of memory {where} with micro-batch {micro_batch_size}: {first_line}",
         hint="forged retries from the last checkpoint with a smaller micro-batch",
-        exit_code=EXIT_CRASH,
-    )
-
-
-def _nan_error(step: int, what: str) -> RunnerError:
-    return RunnerError(
-        "nan_loss",
-        f"{what} became NaN or infinite at step {step}",
-        hint="lower the learning rate",
         exit_code=EXIT_CRASH,
     )

@@ -13,14 +13,16 @@ from google.protobuf import json_format
 from forged.api.auth import Authenticator
 from forged.api.errors import ApiError, unary
 from forged.brain import ingest, planner
+from forged.hardware.nvml import CachedProbe
 from forged.store.blobs import BlobStore
 
 
 class BrainService(brain_pb2_grpc.BrainServicer):
-    def __init__(self, blobs: BlobStore, auth: Authenticator, scratch: Path) -> None:
+    def __init__(self, blobs: BlobStore, auth: Authenticator, scratch: Path, hardware: CachedProbe) -> None:
         self.blobs = blobs
         self.auth = auth
         self.scratch = scratch
+        self.hardware = hardware  # the planner picks QLoRA only where jobs run on an NVIDIA GPU
 
     @unary
     def Prepare(
@@ -56,7 +58,8 @@ class BrainService(brain_pb2_grpc.BrainServicer):
         stats = json_format.MessageToDict(
             request.stats, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
-        result = planner.plan(request.goal, stats, overrides, overrides.get("model"))
+        cuda = bool(self.hardware.get().gpus)
+        result = planner.plan(request.goal, stats, overrides, overrides.get("model"), cuda=cuda)
         resp = brain_pb2.PlanResponse(brain=result.brain)
         json_format.ParseDict(result.spec, resp.spec, ignore_unknown_fields=True)
         resp.spec.goal = request.goal

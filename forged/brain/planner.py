@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from forge.catalog import Shape, load_catalog, tiny_family
+from forge.catalog import Method, Shape, load_catalog, tiny_family
 from forge.train_fields import HEALING_FIELDS, OVERRIDABLE_FIELDS
 from pydantic import BaseModel, ConfigDict
 
@@ -30,6 +30,8 @@ SPEC_FIELDS: tuple[str, ...] = (*OVERRIDABLE_FIELDS, "goal")
 # TrainSpec fields that are not hyper-parameters: the daemon fills them, the planner leaves them alone.
 _NOT_PLANNED = frozenset({"train_data", "val_data", "export", *HEALING_FIELDS})
 _ALIASES = {"batch_size": "micro_batch_size", "lr": "learning_rate", "rank": "lora_rank"}
+
+METHODS: tuple[Method, ...] = ("lora", "qlora")
 
 CHARS_PER_TOKEN = 3.5
 SEQ_LEN_MULTIPLE = 64
@@ -118,6 +120,10 @@ def _str(value: Any) -> str:
     return value.strip()
 
 
+def _lower(value: Any) -> str:
+    return _str(value).lower()
+
+
 _RULES: dict[str, _Rule] = {
     "model": _Rule(_str, bool, "a model name, a local model directory or an HF repo id"),
     "epochs": _Rule(_int, lambda v: 1 <= v <= 1000, "a whole number from 1 to 1000"),
@@ -133,6 +139,7 @@ _RULES: dict[str, _Rule] = {
     "checkpoint_every": _Rule(_int, lambda v: v >= 1, "a whole number of steps ≥ 1"),
     "eval_every": _Rule(_int, lambda v: v >= 1, "a whole number of steps ≥ 1"),
     "warmup_ratio": _Rule(_float, lambda v: 0 <= v < 1, "a fraction from 0 up to 1, e.g. 0.05"),
+    "method": _Rule(_lower, lambda v: v in METHODS, '"lora" or "qlora" (QLoRA needs an NVIDIA GPU)'),
     "goal": _Rule(_str, lambda v: True, "text"),
 }
 
@@ -142,9 +149,11 @@ def plan(
     stats: StatsLike | Mapping[str, Any],
     overrides: Mapping[str, Any] | None = None,
     model: str | None = None,
+    cuda: bool = False,
 ) -> Plan:
     """Choose every TrainSpec hyper-parameter, with a reason each; user overrides win except the
-    small-model safety clamp, which is applied last and reported."""
+    small-model safety clamp, which is applied last and reported. `cuda`: this machine has an NVIDIA GPU
+    (QLoRA needs one)."""
     train_n = _stat(stats, "train_examples")
     if train_n <= 0:
         raise DataError(
@@ -255,6 +264,12 @@ def plan(
         "warmup_ratio", 0.05, "5% of steps ramp the learning rate up so the first updates do not overshoot"
     )
 
+    method, method_reason = _default_method(chosen_model, tiny, cuda)
+    if choose("method", method, method_reason) == "qlora" and not cuda:
+        raise PlanError(
+            "method qlora needs an NVIDIA GPU with bitsandbytes and this machine has none: use method lora"
+        )
+
     spec["goal"] = goal.strip() or user.get("goal", "")
     reasons["goal"] = (
         "your goal, kept with the job; the offline brain does not read it to choose settings"
@@ -299,6 +314,29 @@ def _apply_small_model_rule(
             # Keep the catalog's alpha/rank ratio: a large scaling on a small adapter undoes the cap.
             spec["lora_alpha"] = small.lora_alpha
             reasons["lora_alpha"] = f"alpha = {small.lora_alpha} for rank {small.lora_rank} ({_SMALL_RULE})"
+
+
+def _default_method(model: str, tiny: bool, cuda: bool) -> tuple[Method, str]:
+    """The catalog's size class says LoRA or QLoRA; QLoRA only where it can run (CUDA)."""
+    if tiny:
+        return "lora", "the pipeline check is small: LoRA on full-precision weights"
+    params, source = estimate_params(model)
+    if params is None:
+        return "lora", "the model's size is unknown, so LoRA on 16-bit weights (QLoRA is for 7B and up)"
+    size = load_catalog().size_class(params)
+    about = f"{model} has ~{_count(params)} parameters ({source})"
+    if size.method == "lora":
+        return "lora", f"{about}: LoRA on 16-bit weights fits a common GPU"
+    if cuda:
+        return "qlora", f"{about}: QLoRA, LoRA on 4-bit base weights, so it fits a 24 GB card"
+    return "lora", (
+        f"{about}, which would train as QLoRA on 4-bit weights, but QLoRA needs an NVIDIA GPU and this "
+        "machine has none: LoRA on full weights, slow and memory-hungry without a GPU"
+    )
+
+
+def _count(params: int) -> str:
+    return f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
 
 
 def estimate_params(model: str) -> tuple[int | None, str]:

@@ -293,7 +293,8 @@ class Supervisor:
             **files,
             "output_dir": str(self.workspace / "output"),
             "checkpoint_dir": str(self.workspace / "checkpoints"),
-            "hparams": {k: spec[k] for k in RUNNER_FIELDS if k in spec},
+            # An empty string is proto3's unset (a client that never heard of `method`): the runner's default.
+            "hparams": {k: spec[k] for k in RUNNER_FIELDS if spec.get(k, "") != ""},
         }
         path = self.workspace / "runner_spec.json"
         tmp = path.with_suffix(".tmp")

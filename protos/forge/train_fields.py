@@ -16,6 +16,7 @@ HPARAM_FIELDS: tuple[str, ...] = (
     "checkpoint_every",
     "eval_every",
     "warmup_ratio",
+    "method",
 )
 # What a user may set on the command line: the model and every hyper-parameter.
 OVERRIDABLE_FIELDS: tuple[str, ...] = ("model", *HPARAM_FIELDS)

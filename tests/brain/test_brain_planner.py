@@ -267,3 +267,30 @@ def test_short_name_is_planned_by_its_catalog_size_and_names_the_repo_offline(
         ModelError, match=r"'Qwen/Qwen2\.5-3B-Instruct' is not in the local Hugging Face cache"
     ):
         resolve("qwen", lambda _: None)
+
+
+def test_a_large_model_trains_as_qlora_on_an_nvidia_gpu() -> None:
+    p = plan(GOAL, stats(), {}, "Qwen/Qwen2.5-7B-Instruct", cuda=True)
+    assert p.spec["method"] == "qlora"
+    assert "~7.6B parameters" in reason(p, "method") and "4-bit" in reason(p, "method")
+    assert jobs_pb2.TrainSpec(**p.spec).method == "qlora"
+
+
+def test_without_a_gpu_a_large_model_trains_as_lora_and_the_plan_says_why() -> None:
+    p = plan(GOAL, stats(), {}, "Qwen/Qwen2.5-7B-Instruct", cuda=False)
+    assert p.spec["method"] == "lora"
+    assert "QLoRA needs an NVIDIA GPU and this machine has none" in reason(p, "method")
+
+
+@pytest.mark.parametrize("model", [None, "Qwen/Qwen2.5-1.5B", "some-org/unknown-model"])
+def test_models_under_the_large_class_train_as_lora_even_on_a_gpu(model: str | None) -> None:
+    assert plan(GOAL, stats(), {}, model, cuda=True).spec["method"] == "lora"
+
+
+def test_qlora_set_by_the_user() -> None:
+    p = plan(GOAL, stats(), {"method": "QLoRA"}, "Qwen/Qwen2.5-1.5B", cuda=True)
+    assert (p.spec["method"], reason(p, "method")) == ("qlora", "set by you")
+    with pytest.raises(PlanError, match=r"^method qlora needs an NVIDIA GPU .*: use method lora$"):
+        plan(GOAL, stats(), {"method": "qlora"}, "Qwen/Qwen2.5-1.5B", cuda=False)
+    with pytest.raises(PlanError, match="method 'dora' is not valid"):
+        plan(GOAL, stats(), {"method": "dora"}, None)

@@ -103,7 +103,10 @@ def test_event_sequence(reference_run: tuple[Path, RunResult]) -> None:
     assert kinds.index("eval") < kinds.index("step")
     assert [c["step"] for c in run.of("checkpoint")] == [5, 10, 15, 20, 25, 30]
     assert kinds[-1] == "artifact"
-    assert run.of("artifact") == [{"name": "adapter", "path": str(workspace / "output" / "adapter")}]
+    assert run.of("artifact") == [
+        {"name": "tensorboard", "path": str(workspace / "output" / "tensorboard")},
+        {"name": "adapter", "path": str(workspace / "output" / "adapter")},
+    ]
     assert run.of("error") == []
 
 

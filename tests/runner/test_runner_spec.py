@@ -89,6 +89,7 @@ def test_relative_paths_become_absolute_and_empty_val_is_none(tmp_path: Path, mo
         ({"hparams__learning_rate": -1.0}, "hparams.learning_rate"),
         ({"hparams__lora_dropout": 1.0}, "hparams.lora_dropout"),
         ({"hparams__epochs": "three"}, "hparams.epochs"),
+        ({"hparams__method": "dora"}, "hparams.method: Input should be 'lora' or 'qlora'"),
         ({"job_id": ""}, "job_id"),
     ],
 )
