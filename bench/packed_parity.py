@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from runner_image import attention
 from runner_image.batching import pack
 from runner_image.data import collate, ensure_pad_token, tokenize_example
+from runner_image.precision import pick_device
 from runner_image.tiny import build_tiny_model, load_tiny_tokenizer
-from runner_image.train import forward_loss, pick_device
+from runner_image.train import forward_loss
 
 TOLERANCE = 2e-2
 
@@ -35,7 +36,8 @@ def loss_and_grads(model, batch, device, amp) -> tuple[float, torch.Tensor]:
 
 
 def main() -> int:
-    device, amp = pick_device()
+    precision = pick_device()
+    device, amp = precision.device, precision.amp_dtype
     tok = load_tiny_tokenizer()
     ensure_pad_token(tok)
     convs = [
