@@ -146,7 +146,11 @@ def test_the_image_runs_offline_as_a_non_root_user_with_forge_runner_as_entrypoi
     assert users and users[-1] not in ("root", "0")
     assert [rest for word, rest in ins if word == "ENTRYPOINT"] == ['["forge-runner"]']
     copies = [rest for word, rest in ins if word == "COPY"]
-    assert all(src.split()[0].startswith("runner_image") for src in copies), "the image holds only the runner"
+    # The runner and the model catalog it reads; never forged or forgectl.
+    sources = [src for rest in copies for src in rest.split()[:-1]]
+    assert all(
+        src.startswith(("runner_image", "protos/forge/catalog", "protos/forge/__init__")) for src in sources
+    ), "the image holds only the runner and the catalog"
 
 
 def _runner_imports() -> set[str]:
@@ -157,7 +161,9 @@ def _runner_imports() -> set[str]:
                 names |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n not in ("runner_image", "__future__")}
+    # runner_image and forge (the model catalog) are first-party: the Dockerfile copies them in.
+    first_party = ("runner_image", "forge", "__future__")
+    return {n for n in names if n not in sys.stdlib_module_names and n not in first_party}
 
 
 def test_requirements_pin_what_the_runner_imports_within_pyproject_ranges() -> None:
@@ -177,6 +183,8 @@ def test_requirements_pin_what_the_runner_imports_within_pyproject_ranges() -> N
         assert ranges[name].contains(version), f"{name}=={version} is outside pyproject's {ranges[name]}"
     for arch in ARCHES:
         assert ranges["torch"].contains(load_versions().row(arch).torch)
+    copied = DOCKERFILE.read_text()
+    assert "protos/forge/catalog.yaml" in copied, "the runner imports forge.catalog: copy it into the image"
     provided = set(pins) | {"torch"}
     owners = packages_distributions()
     for module in _runner_imports():
