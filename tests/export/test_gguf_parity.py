@@ -34,7 +34,8 @@ def test_family_passes_the_gate(
     (check,) = report.prompts
     assert check.tokens_match and not check.leaked
     if out_type == "f16":
-        assert check.greedy_gguf == check.greedy_hf and len(check.greedy_hf) >= 4
+        # Token for token, except at most one near-tie (HF rates both choices within 2x the tolerance).
+        assert check.greedy_same and len(check.greedy_ties) <= 1 and len(check.greedy_hf) >= 4
     assert report.end_of_turn_stops is True
 
 
@@ -49,32 +50,6 @@ def test_unpermuted_qk_fails_the_gate(
     assert not report.passed
     assert "log-probabilities differ" in report.report, report.report
     assert report.prompts[0].tokens_match  # the tokenizer is fine: the gate names the weights, not it
-
-
-def test_missing_stop_token_fails_the_gate(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    """Negative control: a GGUF whose metadata does not make the template's end-of-turn token stop generation.
-
-    Mistral's turns end with </s>, which llama.cpp treats as end-of-generation only through the eos metadata
-    (unlike <|im_end|> or <|eot_id|>, which it also recognises by their text).
-    """
-    if "mistral" not in FAMILIES:
-        pytest.skip("needs the tiny Mistral from the catalog branch")
-    import gguf
-    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
-
-    hf_dir = tiny_models["mistral"]
-    good = convert(hf_dir, tmp_path / "good.gguf", "f16")
-    assert verify(hf_dir, good, PROMPTS, "f16").passed
-    bad = tmp_path / "no-stop.gguf"
-    reader = gguf.GGUFReader(good)
-    writer = gguf.GGUFWriter(bad, reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
-    unk = MetadataDetails(gguf.GGUFValueType.UINT32, 0)
-    copy_with_new_metadata(reader, writer, {gguf.Keys.Tokenizer.EOS_ID: unk}, [gguf.Keys.Tokenizer.EOT_ID])
-    writer.close()
-    report = verify(hf_dir, bad, PROMPTS, "f16")
-    assert not report.passed
-    assert report.end_of_turn == "</s>" and report.end_of_turn_stops is False
-    assert "does not end generation" in report.report
 
 
 def test_merged_lora_matches_the_adapter_and_the_base_does_not(
@@ -182,3 +157,12 @@ def test_a_users_tinyllama_directory_trains_merges_and_serves_the_same_tokens(
     gguf_path = convert(merged, tmp_path / "tinyllama-user.gguf", "f16")
     report = verify(merged, gguf_path, PROMPTS, "f16")
     assert report.passed, report.report
+
+
+def test_a_near_tie_is_not_a_greedy_difference_but_a_clear_preference_is() -> None:
+    from forged.export.parity import PromptCheck
+
+    base = {"index": 0, "n_tokens": 5, "tokens_match": True, "max_logprob_diff": 0.004, "leaked": []}
+    tie = PromptCheck(**base, greedy_hf=[1, 2, 3], greedy_gguf=[1, 2, 4], greedy_ties=[2])
+    real = PromptCheck(**base, greedy_hf=[1, 2, 3], greedy_gguf=[1, 2, 4], greedy_ties=[])
+    assert tie.greedy_same and not real.greedy_same
