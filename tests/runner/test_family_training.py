@@ -142,7 +142,9 @@ def test_run_stopped_mid_epoch_resumes_to_the_same_weights(
     assert [s["step"] for s in stopped.of("step")] == list(range(1, STOP_AFTER + 1))
     assert stopped.of("step")[-1]["epoch"] < 1.0  # mid-epoch, not at a boundary
     assert [c["step"] for c in stopped.of("checkpoint")] == [STOP_AFTER]
-    assert not stopped.of("artifact") and not (tmp_path / "output" / "adapter").exists()
+    # No adapter yet (the only artifact reported is the TensorBoard directory, at the start).
+    assert [a["name"] for a in stopped.of("artifact")] == ["tensorboard"]
+    assert not (tmp_path / "output" / "adapter").exists()
 
     resumed = _train(spec, io.StringIO(), StopFlag())
     assert resumed.rc == EXIT_OK, resumed.events[-3:]
