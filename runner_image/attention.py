@@ -14,6 +14,7 @@ In order of preference:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 from typing import Any
@@ -25,12 +26,14 @@ from transformers.masking_utils import AttentionMaskInterface
 VARLEN = "forge_varlen"
 
 
-def _torch_varlen() -> Any | None:
+@functools.cache
+def _torch_varlen() -> tuple[Any, frozenset[str]] | None:
+    """The kernel and the keywords this torch version of it takes, looked up once rather than per layer."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
         return None
-    return varlen_attn
+    return varlen_attn, frozenset(inspect.signature(varlen_attn).parameters)
 
 
 def _varlen_forward(
@@ -45,9 +48,9 @@ def _varlen_forward(
     softcap: float | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    varlen_attn = _torch_varlen()
+    kernel = _torch_varlen()
     cu = kwargs.get("cu_seq_lens_q")
-    if varlen_attn is None or cu is None or query.shape[0] != 1:
+    if kernel is None or cu is None or query.shape[0] != 1:
         raise RuntimeError("forge_varlen attention needs a packed row (batch of 1) with cu_seq_lens_q")
     if softcap:
         raise RuntimeError("forge_varlen attention cannot soft-cap logits; use sdpa for this model")
@@ -57,7 +60,7 @@ def _varlen_forward(
     if q.dtype not in (torch.float16, torch.bfloat16):
         dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
         q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-    params = inspect.signature(varlen_attn).parameters
+    varlen_attn, params = kernel
     kw: dict[str, Any] = {}
     if "scale" in params:
         kw["scale"] = scaling
