@@ -35,6 +35,11 @@ class BrainStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Study = channel.unary_unary(
+                '/forge.v1.Brain/Study',
+                request_serializer=forge_dot_v1_dot_brain__pb2.StudyRequest.SerializeToString,
+                response_deserializer=forge_dot_v1_dot_brain__pb2.StudyResponse.FromString,
+                _registered_method=True)
         self.Prepare = channel.unary_unary(
                 '/forge.v1.Brain/Prepare',
                 request_serializer=forge_dot_v1_dot_brain__pb2.PrepareRequest.SerializeToString,
@@ -45,14 +50,32 @@ class BrainStub:
                 request_serializer=forge_dot_v1_dot_brain__pb2.PlanRequest.SerializeToString,
                 response_deserializer=forge_dot_v1_dot_brain__pb2.PlanResponse.FromString,
                 _registered_method=True)
+        self.CheckBrain = channel.unary_unary(
+                '/forge.v1.Brain/CheckBrain',
+                request_serializer=forge_dot_v1_dot_brain__pb2.CheckBrainRequest.SerializeToString,
+                response_deserializer=forge_dot_v1_dot_brain__pb2.CheckBrainResponse.FromString,
+                _registered_method=True)
+        self.SetBrainKey = channel.unary_unary(
+                '/forge.v1.Brain/SetBrainKey',
+                request_serializer=forge_dot_v1_dot_brain__pb2.SetBrainKeyRequest.SerializeToString,
+                response_deserializer=forge_dot_v1_dot_brain__pb2.SetBrainKeyResponse.FromString,
+                _registered_method=True)
 
 
 class BrainServicer:
     """Brain turns a raw data file and a goal into prepared data and a plan.
     """
 
+    def Study(self, request, context):
+        """What is in a data file, what is wrong with it, and whether it can serve the goal. Reads only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Prepare(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Raw file + goal -> a column mapping and a processing script (run sandboxed) -> validated chat/text JSONL.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -63,9 +86,28 @@ class BrainServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckBrain(self, request, context):
+        """Is this brain reachable with the caller's stored key? forgectl init/login ask before saving a choice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBrainKey(self, request, context):
+        """Stores (or, with an empty key, forgets) the caller's API key for a brain, daemon-side, mode 0600.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrainServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Study': grpc.unary_unary_rpc_method_handler(
+                    servicer.Study,
+                    request_deserializer=forge_dot_v1_dot_brain__pb2.StudyRequest.FromString,
+                    response_serializer=forge_dot_v1_dot_brain__pb2.StudyResponse.SerializeToString,
+            ),
             'Prepare': grpc.unary_unary_rpc_method_handler(
                     servicer.Prepare,
                     request_deserializer=forge_dot_v1_dot_brain__pb2.PrepareRequest.FromString,
@@ -75,6 +117,16 @@ def add_BrainServicer_to_server(servicer, server):
                     servicer.Plan,
                     request_deserializer=forge_dot_v1_dot_brain__pb2.PlanRequest.FromString,
                     response_serializer=forge_dot_v1_dot_brain__pb2.PlanResponse.SerializeToString,
+            ),
+            'CheckBrain': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckBrain,
+                    request_deserializer=forge_dot_v1_dot_brain__pb2.CheckBrainRequest.FromString,
+                    response_serializer=forge_dot_v1_dot_brain__pb2.CheckBrainResponse.SerializeToString,
+            ),
+            'SetBrainKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBrainKey,
+                    request_deserializer=forge_dot_v1_dot_brain__pb2.SetBrainKeyRequest.FromString,
+                    response_serializer=forge_dot_v1_dot_brain__pb2.SetBrainKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +139,33 @@ def add_BrainServicer_to_server(servicer, server):
 class Brain:
     """Brain turns a raw data file and a goal into prepared data and a plan.
     """
+
+    @staticmethod
+    def Study(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/forge.v1.Brain/Study',
+            forge_dot_v1_dot_brain__pb2.StudyRequest.SerializeToString,
+            forge_dot_v1_dot_brain__pb2.StudyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Prepare(request,
@@ -132,6 +211,60 @@ class Brain:
             '/forge.v1.Brain/Plan',
             forge_dot_v1_dot_brain__pb2.PlanRequest.SerializeToString,
             forge_dot_v1_dot_brain__pb2.PlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckBrain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/forge.v1.Brain/CheckBrain',
+            forge_dot_v1_dot_brain__pb2.CheckBrainRequest.SerializeToString,
+            forge_dot_v1_dot_brain__pb2.CheckBrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBrainKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/forge.v1.Brain/SetBrainKey',
+            forge_dot_v1_dot_brain__pb2.SetBrainKeyRequest.SerializeToString,
+            forge_dot_v1_dot_brain__pb2.SetBrainKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -85,19 +85,35 @@ class ExportSpec(_message.Message):
     skip_verify: bool
     def __init__(self, source_job: _Optional[str] = ..., quant: _Optional[str] = ..., ollama_name: _Optional[str] = ..., no_ollama: _Optional[bool] = ..., register_only: _Optional[bool] = ..., skip_verify: _Optional[bool] = ...) -> None: ...
 
+class BrainChoice(_message.Message):
+    __slots__ = ("kind", "model", "endpoint")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    model: str
+    endpoint: str
+    def __init__(self, kind: _Optional[str] = ..., model: _Optional[str] = ..., endpoint: _Optional[str] = ...) -> None: ...
+
 class JobSpec(_message.Message):
-    __slots__ = ("name", "priority", "gpus", "train", "export")
+    __slots__ = ("name", "priority", "gpus", "project", "brain", "memory_bytes", "train", "export")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    BRAIN_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
     EXPORT_FIELD_NUMBER: _ClassVar[int]
     name: str
     priority: int
     gpus: int
+    project: str
+    brain: BrainChoice
+    memory_bytes: int
     train: TrainSpec
     export: ExportSpec
-    def __init__(self, name: _Optional[str] = ..., priority: _Optional[int] = ..., gpus: _Optional[int] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., export: _Optional[_Union[ExportSpec, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., priority: _Optional[int] = ..., gpus: _Optional[int] = ..., project: _Optional[str] = ..., brain: _Optional[_Union[BrainChoice, _Mapping]] = ..., memory_bytes: _Optional[int] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., export: _Optional[_Union[ExportSpec, _Mapping]] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "started_at", "ended_at", "outcome", "reason", "resumed_from_step")
@@ -134,7 +150,7 @@ class Metrics(_message.Message):
     def __init__(self, first_loss: _Optional[float] = ..., final_loss: _Optional[float] = ..., steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., first_val_loss: _Optional[float] = ..., final_val_loss: _Optional[float] = ..., tokens_per_second: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "owner", "name", "state", "spec", "request_id", "created_at", "started_at", "finished_at", "attempts", "metrics", "artifacts", "error", "last_seq", "queue_position", "workspace", "wait_reason")
+    __slots__ = ("id", "owner", "name", "state", "spec", "request_id", "created_at", "started_at", "finished_at", "attempts", "metrics", "artifacts", "error", "last_seq", "queue_position", "workspace", "wait_reason", "diagnosis", "diagnosis_brain", "gpu_indices", "host")
     class ArtifactsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +175,10 @@ class Job(_message.Message):
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
     WAIT_REASON_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSIS_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSIS_BRAIN_FIELD_NUMBER: _ClassVar[int]
+    GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner: str
     name: str
@@ -176,7 +196,11 @@ class Job(_message.Message):
     queue_position: int
     workspace: str
     wait_reason: str
-    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., request_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., artifacts: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., last_seq: _Optional[int] = ..., queue_position: _Optional[int] = ..., workspace: _Optional[str] = ..., wait_reason: _Optional[str] = ...) -> None: ...
+    diagnosis: str
+    diagnosis_brain: str
+    gpu_indices: _containers.RepeatedScalarFieldContainer[int]
+    host: str
+    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., request_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., artifacts: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., last_seq: _Optional[int] = ..., queue_position: _Optional[int] = ..., workspace: _Optional[str] = ..., wait_reason: _Optional[str] = ..., diagnosis: _Optional[str] = ..., diagnosis_brain: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., host: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("request_id", "spec")
@@ -193,14 +217,16 @@ class GetJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("states", "all_users", "limit")
+    __slots__ = ("states", "all_users", "limit", "project")
     STATES_FIELD_NUMBER: _ClassVar[int]
     ALL_USERS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[JobState]
     all_users: bool
     limit: int
-    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., all_users: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+    project: str
+    def __init__(self, states: _Optional[_Iterable[_Union[JobState, str]]] = ..., all_users: _Optional[bool] = ..., limit: _Optional[int] = ..., project: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs",)
