@@ -89,7 +89,7 @@ def test_a_500_then_success_and_500_forever(fake: OpenAICompatFake) -> None:
 
 def test_a_missing_model_says_how_to_pull_it(fake: OpenAICompatFake) -> None:
     fake.answer(O.model_missing("qwen2.5:7b"))
-    with pytest.raises(BrainUnavailable, match="ollama pull qwen2.5:7b"):
+    with pytest.raises(BrainUnavailable, match=r"ollama pull qwen2\.5:7b"):
         brain(fake).ask("s", "p", Verdict)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from fakes.scripted_http import Received, Reply, ScriptedServer
 
 DEFAULT_MODEL = "gemini-2.5-flash"
+_FREE_TIER_METRIC = "generativelanguage.googleapis.com/generate_content_free_tier_requests"
 _PATH = re.compile(r"^/v1beta/models/(?P<model>[\w.-]+):generateContent$")
 
 
@@ -53,7 +54,7 @@ def retry_after(delay: str) -> Reply:
                 "@type": "type.googleapis.com/google.rpc.QuotaFailure",
                 "violations": [
                     {
-                        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                        "quotaMetric": _FREE_TIER_METRIC,
                         "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
                         "quotaDimensions": {"location": "global", "model": DEFAULT_MODEL},
                         "quotaValue": "10",
@@ -77,7 +78,7 @@ def per_day_quota() -> Reply:
                 "@type": "type.googleapis.com/google.rpc.QuotaFailure",
                 "violations": [
                     {
-                        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                        "quotaMetric": _FREE_TIER_METRIC,
                         "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
                         "quotaDimensions": {"location": "global", "model": DEFAULT_MODEL},
                         "quotaValue": "250",

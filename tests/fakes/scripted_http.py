@@ -1,4 +1,4 @@
-"""A real HTTP server on 127.0.0.1 whose replies a test scripts one request at a time, recording each request."""
+"""A real HTTP server on 127.0.0.1 whose replies a test scripts request by request, recording each request."""
 
 from __future__ import annotations
 

@@ -76,8 +76,9 @@ def _problem(exc: ValueError) -> str:
 class LLMBrain(ABC):
     name: ClassVar[str]  # "gemini" | "local": what the user is told decided
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, address: str) -> None:
         self.model = model
+        self.address = address  # where requests go, for messages
 
     @abstractmethod
     def _complete(self, system: str, prompt: str, schema: dict[str, Any]) -> str:
@@ -92,8 +93,8 @@ class LLMBrain(ABC):
             asked = prompt
             if attempt == 2:
                 asked = (
-                    f"{prompt}\n\nYour previous answer was rejected: {problem}. Answer again with only a JSON "
-                    "object that matches the schema."
+                    f"{prompt}\n\nYour previous answer was rejected: {problem}. Answer again with only a "
+                    "JSON object that matches the schema."
                 )
             text = self._complete(system, asked, wire_schema)
             try:

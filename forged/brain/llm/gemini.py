@@ -29,8 +29,8 @@ class GeminiBrain(LLMBrain):
         timeout_s: float = 60.0,
         policy: RetryPolicy | None = None,
     ) -> None:
-        super().__init__(model or DEFAULT_MODEL)
         self.base_url = base_url or DEFAULT_URL
+        super().__init__(model or DEFAULT_MODEL, self.base_url)
         self.policy = policy or RetryPolicy()
         self._client = genai.Client(
             api_key=api_key,

@@ -46,7 +46,7 @@ class KeyStore:
         return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
 
     def set(self, user: str, kind: str, key: str) -> bool:
-        """Store `key` for `user`'s `kind` brain, or forget it when `key` is empty; True when one is stored."""
+        """Store `key` for `user`'s `kind` brain, or forget it when `key` is empty; True when stored."""
         if kind not in KINDS:
             raise KeyStoreError(f"no brain {kind!r} takes a key: use {' or '.join(KINDS)}")
         key = key.strip()

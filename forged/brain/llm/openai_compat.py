@@ -29,8 +29,8 @@ class LocalBrain(LLMBrain):
         timeout_s: float = 120.0,
         policy: RetryPolicy | None = None,
     ) -> None:
-        super().__init__(model or DEFAULT_MODEL)
         self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        super().__init__(model or DEFAULT_MODEL, self.endpoint)
         self.policy = policy or RetryPolicy()
         # max_retries=0: the client's own backoff would hide Retry-After from our policy.
         self._client = openai.OpenAI(
@@ -70,7 +70,8 @@ class LocalBrain(LLMBrain):
             return Retry(f"{exc.status_code} {message}")
         if exc.status_code in (401, 403):
             return BrainUnavailable(
-                f"the local LLM at {self.endpoint} refused the key ({message}): store one with `forgectl login`"
+                f"the local LLM at {self.endpoint} refused the key ({message}): "
+                "store one with `forgectl login`"
             )
         if exc.status_code == 404:
             return BrainUnavailable(

@@ -48,5 +48,5 @@ def with_retries(once: Callable[[], str], policy: RetryPolicy, what: str) -> str
                 delay = min(policy.max_delay, policy.base_delay * 2**n)
             policy.sleep(delay)
     raise BrainUnavailable(
-        f"{what} still failed after {policy.attempts} tries ({why}); try again later, or use the offline brain"
+        f"{what} still failed after {policy.attempts} tries ({why}); try again later or use the offline brain"
     )

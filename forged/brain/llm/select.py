@@ -1,5 +1,9 @@
 """Which brain answers a request: the caller's BrainChoice, else forged's configured default, with the
-caller's key. None means the offline rules."""
+caller's key. None means the offline rules.
+
+The backends are imported on first use: google-genai and openai each add about a second and 50 MB to a
+process, which forged's start time and idle memory cannot afford when no LLM brain is configured.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,7 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from forged.brain.llm.base import BrainError, BrainUnavailable, LLMBrain
-from forged.brain.llm.gemini import DEFAULT_URL, GeminiBrain
 from forged.brain.llm.keys import KeyStore
-from forged.brain.llm.openai_compat import DEFAULT_ENDPOINT, LocalBrain
 from forged.brain.llm.retry import RetryPolicy
 
 OFFLINE = "offline"
@@ -77,6 +79,8 @@ class BrainSelector:
         timeout = timeout_s if timeout_s is not None else self.defaults.timeout_s
         found = self.keys.get(user, kind)
         if kind == "gemini":
+            from forged.brain.llm.gemini import GeminiBrain
+
             if found is None:
                 raise BrainUnavailable(
                     "no Gemini API key: store one with `forgectl login` (or set GEMINI_API_KEY for forged)"
@@ -88,6 +92,8 @@ class BrainSelector:
                 timeout_s=timeout,
                 policy=self.defaults.policy,
             )
+        from forged.brain.llm.openai_compat import LocalBrain
+
         endpoint = (choice.endpoint if choice is not None else "") or (
             self.defaults.endpoint if same_as_default else ""
         )
@@ -98,13 +104,6 @@ class BrainSelector:
             timeout_s=timeout,
             policy=self.defaults.policy,
         )
-
-    def where(self, brain: LLMBrain) -> str:
-        if isinstance(brain, GeminiBrain):
-            return brain.base_url if brain.base_url != DEFAULT_URL else "Google"
-        if isinstance(brain, LocalBrain):
-            return brain.endpoint
-        return DEFAULT_ENDPOINT
 
     def check(self, choice: ChoiceLike | None, user: str) -> tuple[bool, str, str]:
         """(ok, brain, one-line message) after one small real request to the chosen brain."""
@@ -120,4 +119,4 @@ class BrainSelector:
             )
         except BrainError as exc:
             return False, kind, str(exc)
-        return True, brain.name, f"{brain.describe()} answered at {self.where(brain)}"
+        return True, brain.name, f"{brain.describe()} answered at {brain.address}"
