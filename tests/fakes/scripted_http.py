@@ -37,6 +37,7 @@ class ScriptedServer:
     def __init__(self, route: Callable[[str, str], bool], not_found: Callable[[str], Reply]) -> None:
         self.script: list[Reply] = []
         self.then: Reply | None = None
+        self.by_path: dict[str, Reply] = {}  # a request whose path contains the key gets that reply, always
         self.received: list[Received] = []
         self._route = route
         self._not_found = not_found
@@ -50,10 +51,15 @@ class ScriptedServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def answer(self, *replies: Reply, then: Reply | None = None) -> Self:
+    def answer(
+        self, *replies: Reply, then: Reply | None = None, by_path: dict[str, Reply] | None = None
+    ) -> Self:
+        """Script the next replies; `by_path` answers concurrent clients told apart by their URL (e.g. the
+        model name in Gemini's path) whatever order they arrive in."""
         with self._lock:
             self.script = list(replies)
             self.then = then
+            self.by_path = dict(by_path or {})
             self.received.clear()
         return self
 
@@ -61,6 +67,9 @@ class ScriptedServer:
         if not self._route(method, path):
             return self._not_found(path)
         with self._lock:
+            for key, reply in self.by_path.items():
+                if key in path:
+                    return reply
             if self.script:
                 return self.script.pop(0)
             if self.then is not None:
