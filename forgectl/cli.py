@@ -401,6 +401,7 @@ def jobs(state: State, all_users: bool, states: tuple[str, ...], limit: int) -> 
         con.print("no jobs" + (f" in state {', '.join(states)}" if states else "") + ".")
         return
     con.print(output.jobs_table(found))
+    output.print_lines(con, output.diagnosis_lines(found))
 
 
 @cli.command()
@@ -451,6 +452,7 @@ def status(state: State) -> None:
     if recent:
         con.print()
         con.print(output.jobs_table(recent))
+        output.print_lines(con, output.diagnosis_lines(recent))
 
 
 @cli.command()

@@ -196,6 +196,7 @@ def job_to_dict(job: jobs_pb2.Job) -> dict[str, Any]:
         },
         "artifacts": dict(job.artifacts),
         "error": job.error or None,
+        "diagnosis": {"text": job.diagnosis, "brain": job.diagnosis_brain} if job.diagnosis else None,
         "attempts": [
             {
                 "number": a.number,
@@ -367,6 +368,23 @@ def status_table(
     return table
 
 
+def diagnosis_text(job: jobs_pb2.Job, indent: str = "") -> Text:
+    """A failed job's diagnosis, saying which brain wrote it (the user always sees who decided)."""
+    line = Text(indent)
+    line.append(f"diagnosis ({job.diagnosis_brain or 'offline'}): ", style="bold yellow")
+    line.append(job.diagnosis)
+    return line
+
+
+def diagnosis_lines(jobs: Iterable[jobs_pb2.Job]) -> list[Text]:
+    """Under a jobs table: each failed job's diagnosis, by id."""
+    return [
+        Text(f"{job.id}  ").append(diagnosis_text(job))
+        for job in jobs
+        if job.state == jobs_pb2.JOB_STATE_FAILED and job.diagnosis
+    ]
+
+
 def job_summary_lines(job: jobs_pb2.Job) -> list[Text]:
     """The end-of-job report: outcome, how the loss moved, where the outputs are, what to run next."""
     state = state_name(job.state)
@@ -394,6 +412,8 @@ def job_summary_lines(job: jobs_pb2.Job) -> list[Text]:
             lines.append(Text(f"    {name.ljust(width)}  {path}"))
     if job.error:
         lines.append(Text(f"  error: {job.error}", style="red"))
+    if job.diagnosis:
+        lines.append(diagnosis_text(job, indent="  "))
     if state == "succeeded":
         adapter = job.artifacts.get("adapter")
         if "ollama" in job.artifacts:

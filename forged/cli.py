@@ -47,6 +47,31 @@ def _fail(message: str) -> None:
     show_default=True,
     help="Jobs one user may run at once on a shared box (0: no limit).",
 )
+@click.option(
+    "--brain",
+    type=click.Choice(["offline", "gemini", "local"]),
+    default="offline",
+    show_default=True,
+    envvar="FORGE_BRAIN",
+    help="The brain for requests that choose none (plan, prepare, a failed job's diagnosis).",
+)
+@click.option(
+    "--brain-model", default="", envvar="FORGE_BRAIN_MODEL", help="e.g. gemini-2.5-flash, qwen2.5:7b."
+)
+@click.option(
+    "--brain-endpoint",
+    default="",
+    envvar="FORGE_BRAIN_ENDPOINT",
+    help="local brain: an OpenAI-compatible base URL. [default: Ollama's http://127.0.0.1:11434/v1]",
+)
+@click.option("--gemini-url", default="", envvar="FORGE_GEMINI_URL", help="Gemini API base URL (a proxy).")
+@click.option("--brain-timeout", default=60.0, show_default=True, help="Seconds per LLM request.")
+@click.option(
+    "--diagnosis-timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds a failed job waits for the brain's diagnosis before the offline rules answer.",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def main(
@@ -60,6 +85,12 @@ def main(
     insecure_loopback: bool,
     max_jobs: int,
     max_jobs_per_user: int,
+    brain: str,
+    brain_model: str,
+    brain_endpoint: str,
+    gemini_url: str,
+    brain_timeout: float,
+    diagnosis_timeout: float,
     log_level: str,
 ) -> None:
     """The Forge daemon: owns the GPU queue, the runners and every job's state."""
@@ -81,6 +112,12 @@ def main(
             insecure_loopback=insecure_loopback,
             max_running_jobs=max_jobs,
             max_jobs_per_user=max_jobs_per_user,
+            brain=brain,
+            brain_model=brain_model,
+            brain_endpoint=brain_endpoint,
+            gemini_url=gemini_url,
+            brain_timeout=brain_timeout,
+            diagnosis_timeout=diagnosis_timeout,
         )
     except (ConfigError, ValidationError) as exc:
         _fail(_first_error(exc))

@@ -29,11 +29,22 @@ class DaemonConfig(BaseModel):
     rpc_threads: int = 256
     shutdown_grace: float = 60.0
     max_upload_bytes: int = 20 << 30
+    # The brain a request without a BrainChoice gets (offline, gemini, local) and where each backend lives.
+    brain: str = "offline"
+    brain_model: str = ""
+    brain_endpoint: str = ""  # local: an OpenAI-compatible base URL (Ollama: http://127.0.0.1:11434/v1)
+    gemini_url: str = ""  # empty: Google's endpoint; tests point it at a loopback fake
+    brain_timeout: float = 60.0  # seconds per LLM request
+    diagnosis_timeout: float = 60.0  # the most a failed job waits for the brain's diagnosis in all
 
     @model_validator(mode="after")
     def _check(self) -> DaemonConfig:
         if self.auth not in ("none", "token"):
             raise ConfigError(f"--auth {self.auth}: use none or token")
+        if self.brain not in ("offline", "gemini", "local"):
+            raise ConfigError(f"--brain {self.brain}: use offline, gemini or local")
+        if self.brain_timeout <= 0 or self.diagnosis_timeout <= 0:
+            raise ConfigError("--brain-timeout and --diagnosis-timeout must be positive numbers of seconds")
         if self.listen.startswith("tcp://"):
             host = self.listen[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
             if self.tls_cert is None or self.tls_key is None:
@@ -56,6 +67,10 @@ class DaemonConfig(BaseModel):
             return None
         raw = self.listen.removeprefix("unix://").removeprefix("unix:")
         return Path(raw).expanduser().resolve()
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.state_dir / "keys"
 
     @property
     def database_url(self) -> str:

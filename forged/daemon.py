@@ -19,6 +19,10 @@ from forged.api.daemon import DaemonService
 from forged.api.hardware import HardwareService
 from forged.api.jobs import JobsService
 from forged.api.server import build_server
+from forged.brain.diagnosis import JobDiagnoser
+from forged.brain.llm.keys import KeyStore
+from forged.brain.llm.retry import RetryPolicy
+from forged.brain.llm.select import BrainDefaults, BrainSelector
 from forged.config import ConfigError, DaemonConfig
 from forged.executors.local import LocalExecutor
 from forged.hardware.nvml import CachedProbe
@@ -47,12 +51,14 @@ class Daemon:
         self.store = JobStore(self.db, publish=self.bus.publish)
         self.blobs = BlobStore(config.state_dir / "blobs", self.db)
         self.auth = Authenticator(config.auth, UserStore(self.db))
+        self.brains = brain_selector(config)
         self.scheduler = Scheduler(
             self.store,
             self.blobs,
             LocalExecutor(),
             max_running=config.max_running_jobs,
             max_per_user=config.max_jobs_per_user,
+            diagnoser=JobDiagnoser(self.brains, config.diagnosis_timeout),
         )
         hardware = CachedProbe()
         jobs_root = config.state_dir / "jobs"
@@ -62,7 +68,7 @@ class Daemon:
             JobsService(self.store, self.blobs, self.bus, self.scheduler, self.auth, jobs_root),
             ArtifactsService(self.blobs, self.auth, config.max_upload_bytes),
             HardwareService(hardware, self.auth),
-            BrainService(self.blobs, self.auth, config.state_dir / "scratch", hardware),
+            BrainService(self.blobs, self.auth, config.state_dir / "scratch", hardware, self.brains),
             DaemonService(self.store, self.auth, datetime.now(UTC), str(config.state_dir), self.db.dialect),
             config.rpc_threads,
         )
@@ -136,6 +142,18 @@ class Daemon:
             signal.signal(sig, lambda *_: stop.set())
         stop.wait()
         self.stop()
+
+
+def brain_selector(config: DaemonConfig) -> BrainSelector:
+    defaults = BrainDefaults(
+        kind=config.brain,
+        model=config.brain_model,
+        endpoint=config.brain_endpoint,
+        gemini_url=config.gemini_url,
+        timeout_s=config.brain_timeout,
+        policy=RetryPolicy(),
+    )
+    return BrainSelector(KeyStore(config.keys_dir), defaults)
 
 
 def _socket_in_use(path: Path) -> bool:

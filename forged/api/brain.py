@@ -12,17 +12,29 @@ from google.protobuf import json_format
 
 from forged.api.auth import Authenticator
 from forged.api.errors import ApiError, unary
-from forged.brain import ingest, planner
+from forged.brain import ingest, llm_plan
+from forged.brain.llm.base import BrainUnavailable
+from forged.brain.llm.keys import KeyStore
+from forged.brain.llm.select import BrainSelector
 from forged.hardware.nvml import CachedProbe
 from forged.store.blobs import BlobStore
 
 
 class BrainService(brain_pb2_grpc.BrainServicer):
-    def __init__(self, blobs: BlobStore, auth: Authenticator, scratch: Path, hardware: CachedProbe) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        auth: Authenticator,
+        scratch: Path,
+        hardware: CachedProbe,
+        brains: BrainSelector | None = None,
+    ) -> None:
         self.blobs = blobs
         self.auth = auth
         self.scratch = scratch
         self.hardware = hardware  # the planner picks QLoRA only where jobs run on an NVIDIA GPU
+        # Which LLM (if any) answers, with whose key; without one, only the offline rules and keys in scratch.
+        self.brains = brains or BrainSelector(KeyStore(scratch / "keys"))
 
     @unary
     def Prepare(
@@ -52,17 +64,43 @@ class BrainService(brain_pb2_grpc.BrainServicer):
 
     @unary
     def Plan(self, request: brain_pb2.PlanRequest, context: grpc.ServicerContext) -> brain_pb2.PlanResponse:
-        self.auth.principal(context)
+        who = self.auth.principal(context)
         given = request.overrides
         overrides = {f: getattr(given, f) for f in OVERRIDABLE_FIELDS if getattr(given, f)}
         stats = json_format.MessageToDict(
             request.stats, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
-        cuda = bool(self.hardware.get().gpus)
-        result = planner.plan(request.goal, stats, overrides, overrides.get("model"), cuda=cuda)
-        resp = brain_pb2.PlanResponse(brain=result.brain)
+        gpus = self.hardware.get().gpus
+        # The GPU a job would get: the one with the most free memory (a multi-GPU plan is per GPU too).
+        room = llm_plan.GpuRoom(max((g.memory_free_bytes for g in gpus), default=None), cuda=bool(gpus))
+        brain, unavailable = None, ""
+        try:
+            brain = self.brains.brain_for(request.brain if request.HasField("brain") else None, who.name)
+        except BrainUnavailable as exc:
+            unavailable = str(exc)
+        result = llm_plan.plan(request.goal, stats, overrides, brain, room, unavailable)
+        resp = brain_pb2.PlanResponse(
+            brain=result.brain, memory_bytes=llm_plan.memory_bytes(result.spec, room.cuda)
+        )
         json_format.ParseDict(result.spec, resp.spec, ignore_unknown_fields=True)
         resp.spec.goal = request.goal
         for d in result.decisions:
             resp.decisions.add(field=d.field, value=str(d.value), reason=d.reason)
         return resp
+
+    @unary
+    def CheckBrain(
+        self, request: brain_pb2.CheckBrainRequest, context: grpc.ServicerContext
+    ) -> brain_pb2.CheckBrainResponse:
+        who = self.auth.principal(context)
+        choice = request.brain if request.HasField("brain") else None
+        ok, brain, message = self.brains.check(choice, who.name)
+        return brain_pb2.CheckBrainResponse(ok=ok, brain=brain, message=message)
+
+    @unary
+    def SetBrainKey(
+        self, request: brain_pb2.SetBrainKeyRequest, context: grpc.ServicerContext
+    ) -> brain_pb2.SetBrainKeyResponse:
+        who = self.auth.principal(context)
+        stored = self.brains.keys.set(who.name, request.kind.strip().lower(), request.key)
+        return brain_pb2.SetBrainKeyResponse(stored=stored)

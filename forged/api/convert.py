@@ -36,6 +36,8 @@ def job_to_pb(job: JobRecord, queue_position: int = 0, wait_reason: str = "") ->
         queue_position=queue_position,
         wait_reason=wait_reason,
         workspace=job.workspace,
+        diagnosis=job.diagnosis,
+        diagnosis_brain=job.diagnosis_brain,
     )
     json_format.ParseDict(job.spec, pb.spec, ignore_unknown_fields=True)
     _ts(pb.created_at, job.created_at)

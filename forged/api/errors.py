@@ -10,6 +10,9 @@ import grpc
 import structlog
 
 from forged.brain.ingest import DataError
+from forged.brain.llm.base import BrainError, BrainQuotaExhausted
+from forged.brain.llm.keys import KeyStoreError
+from forged.brain.llm.select import BrainChoiceError
 from forged.brain.planner import PlanError
 from forged.models.resolve import ModelError
 from forged.store.blobs import BlobError
@@ -29,7 +32,11 @@ class ApiError(Exception):
 def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, ApiError):
         return exc.code, exc.message
-    if isinstance(exc, DataError | PlanError | ModelError | BlobError):
+    if isinstance(exc, BrainQuotaExhausted):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, _one_line(str(exc))
+    if isinstance(exc, BrainError):  # unavailable or an unusable answer: the request cannot go on
+        return grpc.StatusCode.FAILED_PRECONDITION, _one_line(str(exc))
+    if isinstance(exc, DataError | PlanError | ModelError | BlobError | KeyStoreError | BrainChoiceError):
         return grpc.StatusCode.INVALID_ARGUMENT, _one_line(str(exc))
     if isinstance(exc, JobNotFound):
         return grpc.StatusCode.NOT_FOUND, f"no job {exc.args[0]!r} (list yours with `forgectl jobs`)"

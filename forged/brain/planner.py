@@ -89,6 +89,16 @@ class Plan(BaseModel):
 
 
 @dataclass(frozen=True)
+class Suggestion:
+    """A value an LLM brain proposed, already checked against the catalog, the GPU and the data
+    (forged/brain/llm_plan.py); the user's overrides still win and the safety rules still apply."""
+
+    value: Any
+    reason: str  # shown as is: says which brain suggested it, and any clamp
+    by: str  # the brain, e.g. gemini
+
+
+@dataclass(frozen=True)
 class _Rule:
     kind: Callable[[Any], Any]
     check: Callable[[Any], bool]
@@ -150,10 +160,11 @@ def plan(
     overrides: Mapping[str, Any] | None = None,
     model: str | None = None,
     cuda: bool = False,
+    suggested: Mapping[str, Suggestion] | None = None,
 ) -> Plan:
     """Choose every TrainSpec hyper-parameter, with a reason each; user overrides win except the
     small-model safety clamp, which is applied last and reported. `cuda`: this machine has an NVIDIA GPU
-    (QLoRA needs one)."""
+    (QLoRA needs one). `suggested`: a brain's proposals, taken where the user set nothing."""
     train_n = _stat(stats, "train_examples")
     if train_n <= 0:
         raise DataError(
@@ -169,10 +180,13 @@ def plan(
 
     spec: dict[str, Any] = {}
     reasons: dict[str, str] = {}
+    brain_picks = {f: s for f, s in (suggested or {}).items() if f not in user}
 
     def choose(field: str, default: Any, reason: str) -> Any:
         if field in user:
             spec[field], reasons[field] = user[field], "set by you"
+        elif field in brain_picks:
+            spec[field], reasons[field] = brain_picks[field].value, brain_picks[field].reason
         else:
             spec[field], reasons[field] = default, reason
         return spec[field]
@@ -278,14 +292,18 @@ def plan(
     )
 
     if not tiny:
-        _apply_small_model_rule(chosen_model, spec, reasons, user)
+        _apply_small_model_rule(chosen_model, spec, reasons, user, brain_picks)
 
     decisions = [Decision(field=f, value=_show(spec[f]), reason=reasons[f]) for f in SPEC_FIELDS]
     return Plan(spec={f: spec[f] for f in SPEC_FIELDS}, decisions=decisions)
 
 
 def _apply_small_model_rule(
-    model: str, spec: dict[str, Any], reasons: dict[str, str], user: Mapping[str, Any]
+    model: str,
+    spec: dict[str, Any],
+    reasons: dict[str, str],
+    user: Mapping[str, Any],
+    suggested: Mapping[str, Suggestion],
 ) -> None:
     """Last word on safety: applied after overrides too, and said so in the reason."""
     small = load_catalog().size_classes[0]
@@ -297,19 +315,27 @@ def _apply_small_model_rule(
         f"{_SMALL_RULE}: {model} has ~{params / 1e6:.0f}M parameters ({source}), "
         f"and models under {limit} diverge"
     )
+
+    def who(field: str, before: Any) -> str:
+        if field in user:
+            return f"set by you ({_show(before)}), "
+        if field in suggested:
+            return f"{suggested[field].by} suggested {_show(before)}, "
+        return ""
+
     if spec["learning_rate"] > small.learning_rate:
         before = spec["learning_rate"]
         spec["learning_rate"] = small.learning_rate
-        who = f"set by you ({_show(before)}), " if "learning_rate" in user else ""
         reasons["learning_rate"] = (
-            f"{who}capped at {_show(small.learning_rate)} by the {why} at higher rates "
-            "(not the PRD's 1e-5, which is too slow for LoRA)"
+            f"{who('learning_rate', before)}capped at {_show(small.learning_rate)} by the {why} at higher "
+            "rates (not the PRD's 1e-5, which is too slow for LoRA)"
         )
     if spec["lora_rank"] > small.lora_rank:
         before = spec["lora_rank"]
         spec["lora_rank"] = small.lora_rank
-        who = f"set by you ({before}), " if "lora_rank" in user else ""
-        reasons["lora_rank"] = f"{who}capped at {small.lora_rank} by the {why} with larger adapters"
+        reasons["lora_rank"] = (
+            f"{who('lora_rank', before)}capped at {small.lora_rank} by the {why} with larger adapters"
+        )
         if "lora_alpha" not in user:
             # Keep the catalog's alpha/rank ratio: a large scaling on a small adapter undoes the cap.
             spec["lora_alpha"] = small.lora_alpha

@@ -8,6 +8,7 @@ from collections import Counter
 
 import structlog
 
+from forged.brain.diagnosis import JobDiagnoser
 from forged.executors.base import Executor
 from forged.executors.local import stop_stale_process
 from forged.queue.supervisor import Supervisor
@@ -27,7 +28,9 @@ class Scheduler:
         max_running: int = 1,
         stale_grace: float = 60.0,
         max_per_user: int = 0,
+        diagnoser: JobDiagnoser | None = None,
     ) -> None:
+        self.diagnoser = diagnoser or JobDiagnoser()
         self.store = store
         self.blobs = blobs
         self.executor = executor
@@ -130,7 +133,9 @@ class Scheduler:
             job = self.store.claim(job_id, self.host)
             if job is None:
                 continue
-            sup = Supervisor(job, self.store, self.blobs, self.executor, on_done=self.poke)
+            sup = Supervisor(
+                job, self.store, self.blobs, self.executor, on_done=self.poke, diagnoser=self.diagnoser
+            )
             with self._lock:
                 # Started under the lock: others treat a registered supervisor's thread as joinable.
                 self._active[job_id] = sup

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from forge.train_fields import RUNNER_FIELDS
 from forge.v1 import jobs_pb2
 from google.protobuf import json_format
 
+from forged.brain.diagnosis import LOG_LINES_SENT, JobDiagnoser
 from forged.executors.base import EXIT_BAD_INPUT, EXIT_PREEMPTED, Executor, RunHandle, RunRequest
 from forged.export import stage as export_stage
 from forged.models.resolve import ModelError, resolve
@@ -59,8 +61,10 @@ class Supervisor:
         blobs: BlobStore,
         executor: Executor,
         on_done: Callable[[], None] = lambda: None,
+        diagnoser: JobDiagnoser | None = None,
     ) -> None:
         self.on_done = on_done
+        self.diagnoser = diagnoser or JobDiagnoser()
         self.job = job
         self.store = store
         self.blobs = blobs
@@ -72,6 +76,7 @@ class Supervisor:
         self._last_error = ""
         self._last_error_code = ""
         self._last_hint = ""
+        self._log_tail: deque[str] = deque(maxlen=LOG_LINES_SENT)  # the evidence a diagnosis reads
         self.thread = threading.Thread(target=self._run, name=f"job-{job.id}", daemon=True)
 
     # -- control from other threads ----------------------------------------------------------------
@@ -100,6 +105,9 @@ class Supervisor:
             self._last_error = event.error.message
             self._last_error_code = event.error.code
             self._last_hint = event.error.hint
+            self._log_tail.append(f"error {event.error.code}: {event.error.message}")
+        elif event.WhichOneof("payload") == "log":
+            self._log_tail.append(event.log.message)
         self.store.append_event(self.job.id, event)  # the store publishes it to watchers on commit
 
     def daemon_log(self, message: str, level: str = "info") -> None:
@@ -112,9 +120,26 @@ class Supervisor:
         to: str,
         error: str | None = None,
         train: dict[str, Any] | None = None,
+        diagnosis: tuple[str, str] | None = None,
     ) -> None:
-        self.store.finish_attempt(self.job.id, outcome, reason, to, error, train=train)
+        self.store.finish_attempt(self.job.id, outcome, reason, to, error, train=train, diagnosis=diagnosis)
         log.info("attempt_finished", job=self.job.id, outcome=outcome, state=to, reason=reason)
+
+    def _fail(self, outcome: str, reason: str, error: str, code: str = "") -> None:
+        """The job fails for good: ask for a diagnosis (bounded; the rules answer when the brain cannot),
+        show it in the job's log and keep it with the job."""
+        job = self.store.get(self.job.id)
+        tried = [a.reason for a in job.attempts if a.outcome in remedy.REMEDIED_OUTCOMES]
+        found = self.diagnoser(
+            job.spec.get("brain"),
+            job.owner,
+            code or self._last_error_code,
+            error,
+            list(self._log_tail),
+            tried,
+        )
+        self.daemon_log(f"diagnosis ({found.brain}): {found.text()}", level="warning")
+        self._finish(outcome, reason, J.FAILED, error=error, diagnosis=(found.text(), found.brain))
 
     def _run(self) -> None:
         try:
@@ -130,7 +155,7 @@ class Supervisor:
                     )
                 )
             )
-            self._finish("failed", "internal error", J.FAILED, error=str(exc))
+            self._fail("failed", "internal error", str(exc), code="internal")
         finally:
             self.on_done()
 
@@ -149,7 +174,7 @@ class Supervisor:
                 model = resolve(spec.get("model", "tiny"), self.daemon_log)
             except ModelError as exc:
                 self.emit(jobs_pb2.JobEvent(error=jobs_pb2.ErrorEvent(code="model", message=str(exc))))
-                self._finish("failed", "model unavailable", J.FAILED, error=str(exc))
+                self._fail("failed", "model unavailable", str(exc), code="model")
                 return
             spec_path = self._write_runner_spec(spec, model.to_runner())
             resumed = latest_checkpoint_step(self.workspace / "checkpoints")
@@ -230,7 +255,7 @@ class Supervisor:
             why = self._explained() or self._describe_exit(code)
             if exported_after_training:
                 why = f"training succeeded but the export failed: {why}; retry with: forgectl export {job.id}"
-            self._finish("failed", "export failed", J.FAILED, error=why)
+            self._fail("failed", "export failed", why)
         else:
             self._fail_or_heal(job, code)
 
@@ -249,14 +274,14 @@ class Supervisor:
                 )
             )
         if code == EXIT_BAD_INPUT:
-            self._finish("rejected", self._last_error, J.FAILED, error=self._explained())
+            self._fail("rejected", self._last_error, self._explained())
             return
         previous = [a.outcome for a in job.attempts if a.outcome in remedy.REMEDIED_OUTCOMES]
         train = job.spec.get("train", {})
         cure = remedy.remedy_for(self._last_error_code, self._last_error, train, previous)
         if cure is None:
             final = remedy.diagnosis(self._last_error_code, self._explained(), previous)
-            self._finish("failed", self._last_error, J.FAILED, error=final)
+            self._fail("failed", self._last_error, final)
             return
         self.daemon_log(f"self-healing: {cure.reason}", level="warning")
         self._finish(cure.outcome, cure.reason, J.QUEUED, train=cure.train)

@@ -80,6 +80,8 @@ class JobRecord:
     started_at: datetime | None
     finished_at: datetime | None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    diagnosis: str = ""  # failed jobs: the likely cause and the fix
+    diagnosis_brain: str = ""  # which brain wrote it: offline, gemini, local
 
     @property
     def terminal(self) -> bool:
@@ -136,6 +138,8 @@ def _record(job: Any, attempts: list[Any]) -> JobRecord:
             )
             for a in sorted(attempts, key=lambda a: a.number)
         ],
+        diagnosis=job.diagnosis,
+        diagnosis_brain=job.diagnosis_brain,
     )
 
 
@@ -408,16 +412,20 @@ class JobStore:
         to: str,
         error: str | None = None,
         train: dict[str, Any] | None = None,
+        diagnosis: tuple[str, str] | None = None,
     ) -> JobRecord:
         """Close the running attempt and move the job on, in one transaction; `train` replaces the job's
-        train spec for its next attempt (self-healing)."""
+        train spec for its next attempt (self-healing); `diagnosis` is (text, brain) for a failed job."""
         with self._write() as s:
             a = self._current_attempt(s, job_id)
             a.outcome, a.reason, a.ended_at = outcome, reason, _now()
-            if train is not None:
+            if train is not None or diagnosis is not None:
                 job = s.get(Job, job_id)
                 assert job is not None
-                job.spec = {**job.spec, "train": train}
+                if train is not None:
+                    job.spec = {**job.spec, "train": train}
+                if diagnosis is not None:
+                    job.diagnosis, job.diagnosis_brain = diagnosis
             self._transition(s, job_id, to, reason, error)
         return self.get(job_id)
 

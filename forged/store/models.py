@@ -50,6 +50,8 @@ class Job(Base):
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     artifacts: Mapped[dict] = mapped_column(JSON, default=dict)
     error: Mapped[str] = mapped_column(Text, default="")
+    diagnosis: Mapped[str] = mapped_column(Text, default="")
+    diagnosis_brain: Mapped[str] = mapped_column(String(16), default="")
     workspace: Mapped[str] = mapped_column(Text, default="")
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
