@@ -18,7 +18,7 @@ def project_to_pb(record: ProjectRecord) -> projects_pb2.Project:
 
 
 def find_owned(store: ProjectStore, project_id: str, who: Principal) -> ProjectRecord:
-    """The caller's project (any project for an admin); another user's reads as missing, so ids do not leak."""
+    """The caller's project (any, for an admin); another user's reads as missing, so ids do not leak."""
     try:
         return store.get(project_id, None if who.admin else who.name)
     except ProjectNotFound:
@@ -44,12 +44,15 @@ class ProjectsService(projects_pb2_grpc.ProjectsServicer):
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "a project needs a name (its directory's name)")
         if len(name) > MAX_NAME:
             raise ApiError(
-                grpc.StatusCode.INVALID_ARGUMENT, f"project name is {len(name)} characters; at most {MAX_NAME}"
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"project name is {len(name)} characters; at most {MAX_NAME}",
             )
         return project_to_pb(self.store.create(who.name, name))
 
     @unary
-    def Get(self, request: projects_pb2.GetProjectRequest, context: grpc.ServicerContext) -> projects_pb2.Project:
+    def Get(
+        self, request: projects_pb2.GetProjectRequest, context: grpc.ServicerContext
+    ) -> projects_pb2.Project:
         who = self.auth.principal(context)
         if not request.id:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "no project id given")
