@@ -22,6 +22,7 @@ from forgectl.project import (
     atomic_write,
     render_config,
     write_project,
+    writing,
 )
 
 
@@ -46,7 +47,8 @@ def create(client: Client, root: Path, brain: BrainSettings, key: str | None) ->
     made = client.projects.Create(projects_pb2.CreateProjectRequest(name=root.resolve().name), timeout=30)
     stored = brain_access.store_key(client, brain.kind, key) if key else None
     checked = brain_access.check(client, brain)
-    (root / DATA_DIR).mkdir(parents=True, exist_ok=True)
+    with writing(root):
+        (root / DATA_DIR).mkdir(parents=True, exist_ok=True)
     config = ForgeConfig(brain=brain)
     atomic_write(root / CONFIG_FILE, render_config(config, {"brain.kind": BRAIN_REASON[brain.kind]}))
     info = ProjectInfo(id=made.id, name=made.name)

@@ -18,9 +18,12 @@ from forgectl.project import (
     TrainingSettings,
     Workspace,
     atomic_write,
+    hand_edits,
+    load_plan,
     load_prepared,
     memory_inputs,
     now,
+    planned_values,
     render_config,
     save_record,
 )
@@ -51,7 +54,14 @@ def run(
         raise ForgeError(f'nothing prepared in {ws.root}: run `forgectl prepare FILE "GOAL"` first')
     existing = ws.config()  # a hand-broken forge.yaml is reported, not silently replaced
     brain = existing.brain if existing else brain_access.settings("offline", None, None)
-    request = brain_pb2.PlanRequest(goal=goal, stats=stats_of(prepared), overrides=overrides.to_spec())
+    wanted = overrides.to_spec()
+    flags = {f: FLAGS[f] for f in overridden(overrides)}
+    # What the user changed in forge.yaml since the last plan stays theirs; a flag on this command wins.
+    for field, value in (hand_edits(existing, load_plan(ws)) if existing else {}).items():
+        if field not in flags and value:
+            setattr(wanted, field, value)
+            flags[field] = "kept from forge.yaml"
+    request = brain_pb2.PlanRequest(goal=goal, stats=stats_of(prepared), overrides=wanted)
     request.brain.CopyFrom(brain_access.choice(brain))
     planned = client.brain.Plan(request)
     spec = planned.spec
@@ -70,13 +80,12 @@ def run(
         data=DataSettings(train=prepared.train_file, val=prepared.val_file),
         training=training,
     )
-    mine = overridden(overrides)
     reasons = {"brain.kind": BRAIN_REASON[brain.kind]}
     for d in planned.decisions:
-        if d.field in mine:
+        if d.field in flags:
             # The planner says "set by you" or, when a safety rule changed the value, what it did.
             clamp = "" if d.reason == "set by you" else f"; {d.reason}"
-            reasons[_config_key(d.field)] = f"yours ({FLAGS[d.field]}){clamp}"
+            reasons[_config_key(d.field)] = f"yours ({flags[d.field]}){clamp}"
         else:
             reasons[_config_key(d.field)] = d.reason
     reasons["data.train"] = f"prepared by the {prepared.brain} brain from {prepared.source}"
@@ -89,7 +98,8 @@ def run(
         brain=planned.brain or "offline",
         memory_bytes=planned.memory_bytes,
         memory_inputs=memory_inputs(config),
-        overrides=mine,
+        planned=planned_values(spec.model, training),
+        overrides=list(flags),
         decisions=[{"field": d.field, "value": d.value, "reason": d.reason} for d in planned.decisions],
         planned_at=when,
     )

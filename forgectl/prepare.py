@@ -24,6 +24,7 @@ from forgectl.project import (
     atomic_write,
     now,
     save_record,
+    writing,
 )
 
 
@@ -38,8 +39,9 @@ def file_digest(path: Path) -> str:
 
 def download(client: Client, digest: str, dest: Path) -> None:
     """Stream an artifact into `dest` atomically, checking it arrived whole."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    with writing(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     try:
         h = hashlib.sha256()
         with os.fdopen(fd, "wb") as fh:
@@ -49,6 +51,9 @@ def download(client: Client, digest: str, dest: Path) -> None:
         if "sha256:" + h.hexdigest() != digest:
             raise ForgeError(f"download of {digest} was corrupted in transit: run prepare again")
         os.replace(tmp, dest)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ForgeError(f"cannot write {dest}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

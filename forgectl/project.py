@@ -7,12 +7,13 @@ key and what is allowed. Everything here is written atomically: a crash never le
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -247,19 +248,29 @@ def render_config(config: ForgeConfig, reasons: Mapping[str, str] | None = None,
 
 def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     """Write beside the target and rename over it, so readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A full disk or a read-only directory is one line naming the path, not a traceback."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    except OSError as exc:
+        raise ForgeError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 # ---------------------------------------------------------------- where the project is
@@ -357,6 +368,7 @@ class PlanRecord(BaseModel):
     brain: str
     memory_bytes: int = 0
     memory_inputs: dict[str, Any] = {}
+    planned: dict[str, Any] = {}  # the model and hyper-parameters as planned: what differs now is a hand edit
     overrides: list[str] = []
     decisions: list[dict[str, str]] = []
     planned_at: datetime
@@ -365,6 +377,21 @@ class PlanRecord(BaseModel):
 def memory_inputs(config: ForgeConfig) -> dict[str, Any]:
     t = config.training
     return {"model": config.model, **{k: getattr(t, k) for k in MEMORY_INPUTS if k != "model"}}
+
+
+def planned_values(model: str, training: TrainingSettings) -> dict[str, Any]:
+    return {"model": model, **training.hparams()}
+
+
+def hand_edits(config: ForgeConfig, plan: PlanRecord | None) -> dict[str, Any]:
+    """The user's values in forge.yaml: changed by hand since the last plan, or set by a flag then and left
+    alone since. A re-plan keeps them as theirs."""
+    if plan is None or not plan.planned or not config.model:
+        return {}
+    now = planned_values(config.model, config.training)
+    return {
+        f: v for f, v in now.items() if f in plan.planned and (v != plan.planned[f] or f in plan.overrides)
+    }
 
 
 def save_record(ws: Workspace, name: str, record: BaseModel) -> None:

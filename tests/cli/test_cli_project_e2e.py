@@ -128,7 +128,9 @@ def test_init_prepare_plan_train_inference_and_status(forged: Forged, tmp_path: 
     assert shown.returncode == 0 and job.id in shown.stdout and "246 rows" in shown.stdout
 
 
-def test_prepare_and_plan_outside_a_project_use_the_current_directory(forged: Forged, tmp_path: Path) -> None:
+def test_prepare_and_plan_outside_a_project_and_a_replan_keeps_hand_edits(
+    forged: Forged, tmp_path: Path
+) -> None:
     prepared = forgectl(tmp_path, forged, "prepare", str(EXAMPLE_CSV), GOAL)
     assert prepared.returncode == 0, prepared.stderr
     assert "not in a forge project" in prepared.stderr
@@ -138,6 +140,17 @@ def test_prepare_and_plan_outside_a_project_use_the_current_directory(forged: Fo
     assert planned.returncode == 0, planned.stderr
     assert parse_config((tmp_path / "forge.yaml").read_text()).model == "tiny"
     assert [d["field"] for d in last_json(planned.stdout)["decisions"] if d["yours"]] == ["model"]
+
+    forge_yaml = tmp_path / "forge.yaml"
+    forge_yaml.write_text(forge_yaml.read_text().replace("  lora_rank: 16\n", "  lora_rank: 8\n"))
+    replanned = forgectl(tmp_path, forged, "plan", GOAL, "--epochs", "2", "--json")
+    assert replanned.returncode == 0, replanned.stderr
+    yours = sorted(d["field"] for d in last_json(replanned.stdout)["decisions"] if d["yours"])
+    assert yours == ["epochs", "lora_rank", "model"], "a hand edit and an earlier --model stay the user's"
+    text = forge_yaml.read_text()
+    config = parse_config(text)
+    assert (config.training.lora_rank, config.training.epochs) == (8, 2)
+    assert "# yours (kept from forge.yaml)\n  lora_rank: 8" in text
 
 
 @pytest.mark.parametrize("pattern", ["alpaca/alpaca_5000.json", "dolly15k_sample/*.jsonl"])
