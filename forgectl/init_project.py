@@ -50,7 +50,11 @@ def create(client: Client, root: Path, brain: BrainSettings, key: str | None) ->
     with writing(root):
         (root / DATA_DIR).mkdir(parents=True, exist_ok=True)
     config = ForgeConfig(brain=brain)
-    atomic_write(root / CONFIG_FILE, render_config(config, {"brain.kind": BRAIN_REASON[brain.kind]}))
+    reasons = {
+        "brain.kind": BRAIN_REASON[brain.kind],
+        "training.export": "`forgectl plan` fills in the model and the rest, each with its reason",
+    }
+    atomic_write(root / CONFIG_FILE, render_config(config, reasons))
     info = ProjectInfo(id=made.id, name=made.name)
     write_project(root, info)  # last: its presence is what makes the directory a project
     return Created(root, info, stored, checked)

@@ -152,6 +152,18 @@ def test_prepare_and_plan_outside_a_project_and_a_replan_keeps_hand_edits(
     assert (config.training.lora_rank, config.training.epochs) == (8, 2)
     assert "# yours (kept from forge.yaml)\n  lora_rank: 8" in text
 
+    # Edited prepared data is uploaded as edited; outside a project the job belongs to none.
+    train_file = tmp_path / "data" / "processed_train.jsonl"
+    train_file.write_text("".join(train_file.read_text().splitlines(keepends=True)[:-1]))
+    submitted = forgectl(tmp_path, forged, "train", "--detach", "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    assert "data/processed_train.jsonl changed since prepare: uploading your copy" in submitted.stderr
+    job_id = last_json(submitted.stdout)["id"]
+    assert forgectl(tmp_path, forged, "cancel", job_id).returncode == 0
+    spec = forged.get(job_id).spec
+    assert spec.train.train_data == sha256(train_file) and spec.project == ""
+    assert (spec.train.lora_rank, spec.train.epochs) == (8, 2)
+
 
 @pytest.mark.parametrize("pattern", ["alpaca/alpaca_5000.json", "dolly15k_sample/*.jsonl"])
 def test_real_datasets_prepare_and_plan_in_a_project(forged: Forged, tmp_path: Path, pattern: str) -> None:
