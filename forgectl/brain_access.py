@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import click
@@ -42,32 +42,21 @@ def choice(brain: BrainSettings) -> jobs_pb2.BrainChoice:
     return jobs_pb2.BrainChoice(kind=brain.kind, model=brain.model, endpoint=brain.endpoint)
 
 
-def read_key(
-    kind: str,
-    env: Mapping[str, str] | None = None,
-    interactive: bool | None = None,
-    prompt: Callable[[str], str] | None = None,
-    required: bool = True,
-) -> str | None:
-    """The key from the environment, else typed at a hidden prompt; None when not required and not given."""
+def read_key(kind: str, env: Mapping[str, str] | None = None) -> str:
+    """The key from the environment, else typed at a hidden prompt (never echoed, never in shell history)."""
     env = os.environ if env is None else env
-    for name in KEY_ENV.get(kind, ()):
+    names = KEY_ENV.get(kind, ())
+    for name in names:
         if env.get(name, "").strip():
             return env[name].strip()
-    if interactive is None:
-        interactive = sys.stdin.isatty()
-    names = " or ".join(KEY_ENV.get(kind, ()))
-    if not interactive:
-        if not required:
-            return None
-        raise ForgeError(f"no {kind} API key: set {names}, or run this in a terminal to type it (hidden)")
-    ask = prompt or (lambda text: click.prompt(text, hide_input=True, default="", show_default=False))
-    key = ask(
-        f"{kind} API key (hidden; Enter for none)" if not required else f"{kind} API key (hidden)"
-    ).strip()
-    if not key and required:
+    if not sys.stdin.isatty():
+        raise ForgeError(
+            f"no {kind} API key: set {' or '.join(names)}, or run this in a terminal to type it (hidden)"
+        )
+    key = str(click.prompt(f"{kind} API key (hidden)", hide_input=True, default="", show_default=False))
+    if not key.strip():
         raise ForgeError(f"no {kind} API key given: nothing was stored")
-    return key or None
+    return key.strip()
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,7 @@ def ignite(
     goal = " ".join(goal.split())
     if not goal:
         raise ForgeError("the goal is empty: say in one sentence what the model should do")
+    ws = projects.workspace()  # run inside a project, the job is recorded as one of its jobs
     con = state.out()
     human = not state.json
     client = state.client()
@@ -176,7 +177,6 @@ def ignite(
             con.print("dry run: nothing submitted.", style="dim")
         return
 
-    ws = projects.workspace()  # run inside a project, the job is recorded as one of its jobs
     project = ws.project.id if ws.project else ""
     job_spec = jobs_pb2.JobSpec(name=output.short_name(goal), train=spec, project=project)
     _submit_and_follow(state, client, job_spec, detach)
@@ -262,7 +262,6 @@ def login(state: State, brain_kind: str | None) -> None:
     kind = brain_kind or (config.brain.kind if config and config.brain.kind != "offline" else "gemini")
     brain = config.brain if config and config.brain.kind == kind else brain_access.settings(kind, None, None)
     key = brain_access.read_key(kind)
-    assert key is not None  # required=True: read_key raises rather than return None
     client = state.client()
     stored = brain_access.store_key(client, kind, key)
     if not stored.ok:
@@ -310,7 +309,6 @@ def prepare(
         except (OSError, UnicodeDecodeError) as exc:
             raise ForgeError(f"cannot read the script {script_file!r}: {exc}") from None
     ws = projects.workspace()
-    ws.config()  # a hand-broken forge.yaml is reported before anything is sent
     if ws.project is None:
         click.echo(
             "not in a forge project (no .forge/project.json here or above): writing data/ and .forge/ in "

@@ -12,7 +12,7 @@ from forge.v1 import artifacts_pb2, brain_pb2
 from google.protobuf import json_format
 from rich.console import Console
 
-from forgectl import brain_access, ignite
+from forgectl import brain_access, ignite, output
 from forgectl.client import Client, ForgeError
 from forgectl.project import (
     PREPARED_FILE,
@@ -111,7 +111,7 @@ def run(
         train_file=train_file,
         val_file=val_file,
         script_file=script_file,
-        stats=json_format.MessageToDict(resp.stats, preserving_proto_field_name=True),
+        stats=output.stats_to_dict(resp.stats),
         sent=list(resp.sent),
         notes=list(resp.notes),
         prepared_at=now(),
