@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -16,9 +17,13 @@ from forge.v1 import daemon_pb2, hardware_pb2, jobs_pb2
 from rich.console import Console
 from rich.text import Text
 
+from forgectl import brain_access, init_project, output, project_status
 from forgectl import follow as following
 from forgectl import ignite as igniting
-from forgectl import output
+from forgectl import plan as planning
+from forgectl import prepare as preparing
+from forgectl import project as projects
+from forgectl import train as training
 from forgectl.client import (
     EXIT_JOB_FAILED,
     EXIT_OK,
@@ -149,6 +154,7 @@ def ignite(
     goal = " ".join(goal.split())
     if not goal:
         raise ForgeError("the goal is empty: say in one sentence what the model should do")
+    ws = projects.workspace()  # run inside a project, the job is recorded as one of its jobs
     con = state.out()
     human = not state.json
     client = state.client()
@@ -171,11 +177,241 @@ def ignite(
             con.print("dry run: nothing submitted.", style="dim")
         return
 
-    job = igniting.submit(client, jobs_pb2.JobSpec(name=output.short_name(goal), train=spec))
-    if detach:
-        _detached(state, job)
+    project = ws.project.id if ws.project else ""
+    job_spec = jobs_pb2.JobSpec(name=output.short_name(goal), train=spec, project=project)
+    _submit_and_follow(state, client, job_spec, detach)
+
+
+# ---------------------------------------------------------------- projects: init, login, prepare, plan, train
+
+
+def _goal(goal: str) -> str:
+    goal = " ".join(goal.split())
+    if not goal:
+        raise ForgeError("the goal is empty: say in one sentence what the model should do")
+    return goal
+
+
+def _outcome_line(label: str, outcome: brain_access.Outcome, fix: str = "") -> Text:
+    if outcome.ok is None:
+        return Text(f"{label}: {outcome.message}", style="yellow")
+    if outcome.ok:
+        return Text(f"{label}: ok, {outcome.message}", style="green")
+    return Text(f"{label}: FAILED, {outcome.message}" + (f"; {fix}" if fix else ""), style="red")
+
+
+@cli.command()
+@click.argument("directory", metavar="[DIR]", default=".", required=False)
+@click.option(
+    "--brain",
+    "brain_kind",
+    type=click.Choice(projects.BRAIN_KINDS),
+    default="offline",
+    show_default=True,
+    help="Who prepares and plans: offline rules (nothing leaves this machine), gemini, or a local LLM.",
+)
+@click.option("--brain-model", metavar="M", help="The brain's model, e.g. gemini-2.5-flash or qwen2.5:7b.")
+@click.option(
+    "--endpoint", metavar="URL", help="--brain local: an OpenAI-compatible URL (default: Ollama's)."
+)
+@_json_flag
+@pass_state
+def init(
+    state: State, directory: str, brain_kind: str, brain_model: str | None, endpoint: str | None
+) -> None:
+    """Make DIR (default: here) a forge project: forge.yaml, data/, and the brain that prepares and plans."""
+    root = Path(directory)
+    init_project.refuse_existing(root)
+    brain = brain_access.settings(brain_kind, brain_model, endpoint)
+    key = brain_access.read_key("gemini") if brain.kind == "gemini" else None
+    made = init_project.create(state.client(), root, brain, key)
+    if state.json:
+        output.emit_json(
+            {
+                "id": made.project.id,
+                "name": made.project.name,
+                "root": str(root.resolve()),
+                "brain": brain.model_dump(),
+                "key": None if made.key is None else {"ok": made.key.ok, "message": made.key.message},
+                "check": {"ok": made.check.ok, "message": made.check.message},
+            }
+        )
         return
-    _follow_and_exit(state, client, job)
+    con = state.out()
+    con.print(f"created project {made.project.name} ({made.project.id}) in {root}")
+    con.print(f"brain: {projects.BRAIN_REASON[brain.kind]}")
+    if made.key is not None:
+        con.print(_outcome_line("key", made.key))
+    con.print(_outcome_line("brain check", made.check, "fix it with `forgectl login`"))
+    here = "" if root.resolve() == Path.cwd().resolve() else f"cd {directory} && "
+    con.print(f'next: {here}forgectl prepare FILE "GOAL"', style="dim")
+
+
+@cli.command()
+@click.option(
+    "--brain",
+    "brain_kind",
+    type=click.Choice(("gemini", "local")),
+    help="Whose key (default: the project's brain, else gemini).",
+)
+@pass_state
+def login(state: State, brain_kind: str | None) -> None:
+    """Store or replace the API key forged uses for a brain, then check the brain answers with it."""
+    ws = projects.workspace()
+    config = ws.config() if ws.project else None
+    kind = brain_kind or (config.brain.kind if config and config.brain.kind != "offline" else "gemini")
+    brain = config.brain if config and config.brain.kind == kind else brain_access.settings(kind, None, None)
+    key = brain_access.read_key(kind)
+    client = state.client()
+    stored = brain_access.store_key(client, kind, key)
+    if not stored.ok:
+        raise ForgeError(stored.message, EXIT_JOB_FAILED, "UNIMPLEMENTED" if stored.ok is None else "UNKNOWN")
+    con = state.out()
+    con.print(_outcome_line("key", stored))
+    checked = brain_access.check(client, brain)
+    if checked.ok is False:
+        raise ForgeError(
+            f"the {kind} brain does not answer with this key: {checked.message}", EXIT_JOB_FAILED
+        )
+    con.print(_outcome_line("brain check", checked))
+
+
+@cli.command()
+@click.argument("file")
+@click.argument("goal")
+@click.option(
+    "--with",
+    "with_files",
+    multiple=True,
+    metavar="SIDEFILE",
+    help="A file the processing script may read beside the data, e.g. Spider's tables.json (repeatable).",
+)
+@click.option("--no-upload", is_flag=True, help="Never send samples of the data to an LLM brain.")
+@click.option(
+    "--script",
+    "script_file",
+    metavar="FILE",
+    help="Run this processing script as is (say, your edited data/prepare_script.py); no brain is asked.",
+)
+@_json_flag
+@pass_state
+def prepare(
+    state: State, file: str, goal: str, with_files: tuple[str, ...], no_upload: bool, script_file: str | None
+) -> None:
+    """Turn FILE into training data for GOAL: data/processed_train.jsonl, _val.jsonl and the script."""
+    path = check_data_file(file)
+    extra = [check_data_file(f) for f in with_files]
+    goal = _goal(goal)
+    script = ""
+    if script_file:
+        try:
+            script = Path(script_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ForgeError(f"cannot read the script {script_file!r}: {exc}") from None
+    ws = projects.workspace()
+    if ws.project is None:
+        click.echo(
+            "not in a forge project (no .forge/project.json here or above): writing data/ and .forge/ in "
+            "the current directory; `forgectl init` makes a project",
+            err=True,
+        )
+    con = state.out()
+    resp, record = preparing.run(
+        ws, state.client(), path, goal, extra, no_upload, script, None if state.json else con
+    )
+    if state.json:
+        output.emit_json(
+            {
+                "brain": record.brain,
+                "stats": output.stats_to_dict(resp.stats),
+                "sent": list(resp.sent),
+                "notes": list(resp.notes),
+                "repairs": resp.repairs,
+                "files": [f for f in (record.train_file, record.val_file, record.script_file) if f],
+                "project": ws.project.id if ws.project else None,
+            }
+        )
+        return
+    con.print(output.prepare_summary(resp))
+    if resp.sent:
+        con.print(f"sent to the {record.brain} brain:")
+        for item in resp.sent:
+            con.print(Text(f"  {item}"))
+    else:
+        con.print("sent: nothing left this machine")
+    for note in resp.notes:
+        con.print(Text(f"note: {note}"))
+    if resp.repairs:
+        con.print(f"the script was repaired {resp.repairs} time{'s' if resp.repairs != 1 else ''}")
+    written = ", ".join(f for f in (record.train_file, record.val_file, record.script_file) if f)
+    con.print(f"wrote {written}")
+    con.print(f'next: forgectl plan "{goal}"', style="dim")
+
+
+@cli.command()
+@click.argument("goal")
+@click.option(
+    "--model", "-m", metavar="M", help="'tiny', a short name like qwen, an HF repo id, or a directory."
+)
+@click.option("--epochs", type=click.IntRange(min=1), metavar="N", help="Passes over the training data.")
+@click.option("--batch-size", type=click.IntRange(min=1), metavar="N", help="Examples per micro-batch.")
+@click.option("--max-steps", type=click.IntRange(min=1), metavar="N", help="Stop after N optimizer steps.")
+@_json_flag
+@pass_state
+def plan(
+    state: State,
+    goal: str,
+    model: str | None,
+    epochs: int | None,
+    batch_size: int | None,
+    max_steps: int | None,
+) -> None:
+    """Plan the fine-tune of the prepared data for GOAL and write forge.yaml, each value with its reason."""
+    goal = _goal(goal)
+    ws = projects.workspace()
+    overrides = igniting.Overrides(model, epochs, max_steps, batch_size, None)
+    planned, config, record = planning.run(ws, state.client(), goal, overrides)
+    if state.json:
+        output.emit_json(
+            {
+                "plan": output.to_plain(planned.spec),
+                "decisions": [
+                    {
+                        "field": d.field,
+                        "value": d.value,
+                        "reason": d.reason,
+                        "yours": d.field in record.overrides,
+                    }
+                    for d in planned.decisions
+                ],
+                "brain": record.brain,
+                "memory_bytes": record.memory_bytes,
+                "forge_yaml": str(ws.config_path),
+            }
+        )
+        return
+    con = state.out()
+    con.print(output.decisions_table(planned, yours=record.overrides))
+    if record.memory_bytes:
+        con.print(f"estimated peak GPU memory: {output.fmt_bytes(record.memory_bytes)}")
+    if config.model and (config.model == "tiny" or config.model.startswith("tiny-")):
+        con.print(Text(output.tiny_note(config.model), style="yellow"))
+    con.print(f"wrote {projects.CONFIG_FILE}: edit any value, and `forgectl train` uses yours")
+
+
+@cli.command()
+@click.option("--detach", "-d", is_flag=True, help="Submit and return at once with the job id.")
+@_json_flag
+@pass_state
+def train(state: State, detach: bool) -> None:
+    """Train what forge.yaml says (your edits included) on the prepared data, and follow the job."""
+    ws = projects.workspace()
+    config = training.load(ws)  # a hand-edit gone wrong is one line here, before any daemon call
+    client = state.client()
+    spec = training.job_spec(ws, config, client, notice=lambda m: click.echo(m, err=True))
+    if not state.json and (spec.train.model == "tiny" or spec.train.model.startswith("tiny-")):
+        state.out().print(Text(output.tiny_note(spec.train.model), style="yellow"))
+    _submit_and_follow(state, client, spec, detach)
 
 
 # ---------------------------------------------------------------- export
@@ -232,7 +468,12 @@ def export(
         register_only=register_only,
         skip_verify=skip_verify,
     )
-    job = igniting.submit(client, jobs_pb2.JobSpec(export=spec))
+    _submit_and_follow(state, client, jobs_pb2.JobSpec(export=spec), detach)
+
+
+def _submit_and_follow(state: State, client: Client, job_spec: jobs_pb2.JobSpec, detach: bool) -> None:
+    """What ignite, export and train share once their spec is ready: submit, then return or follow."""
+    job = igniting.submit(client, job_spec)
     if detach:
         _detached(state, job)
         return
@@ -427,7 +668,7 @@ def cancel(state: State, job_id: str) -> None:
 @_json_flag
 @pass_state
 def status(state: State) -> None:
-    """The daemon, the hardware, the queue, and your newest jobs."""
+    """The daemon, the hardware, the queue, and your newest jobs; in a project, its data, plan and jobs."""
     client = state.client()
     daemon = client.daemon.Status(daemon_pb2.DaemonStatusRequest())
     probe: hardware_pb2.ProbeResponse | None
@@ -436,6 +677,8 @@ def status(state: State) -> None:
     except grpc.RpcError:
         probe = None  # the hardware line is a courtesy; the daemon's own status is the answer
     recent = list(client.jobs.List(jobs_pb2.ListJobsRequest(limit=5)).jobs)
+    ws = projects.workspace()
+    health = project_status.gather(ws, client) if ws.project else None
     if state.json:
         output.emit_json(
             {
@@ -444,12 +687,16 @@ def status(state: State) -> None:
                 "hardware": output.to_plain(probe) if probe is not None else None,
                 "queue": {"queued": daemon.queued, "running": daemon.running},
                 "jobs": [output.job_to_dict(j) for j in recent],
+                "project": project_status.to_json(health) if health else None,
             }
         )
         return
     con = state.out()
     con.print(output.status_table(daemon, str(client.address), probe))
-    if recent:
+    if health:
+        con.print()
+        project_status.render(con, health)
+    elif recent:
         con.print()
         con.print(output.jobs_table(recent))
         output.print_lines(con, output.diagnosis_lines(recent))

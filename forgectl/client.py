@@ -20,6 +20,7 @@ from forge.v1 import (
     daemon_pb2_grpc,
     hardware_pb2_grpc,
     jobs_pb2_grpc,
+    projects_pb2_grpc,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -345,6 +346,7 @@ class Client:
         self.brain = brain_pb2_grpc.BrainStub(self.channel)
         self.daemon = daemon_pb2_grpc.DaemonStub(self.channel)
         self.hardware = hardware_pb2_grpc.HardwareStub(self.channel)
+        self.projects = projects_pb2_grpc.ProjectsStub(self.channel)
 
     def close(self) -> None:
         self._raw.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -268,13 +268,14 @@ def prepare_summary(resp: brain_pb2.PrepareResponse) -> str:
     return text
 
 
-def decisions_table(plan: brain_pb2.PlanResponse) -> Table:
+def decisions_table(plan: brain_pb2.PlanResponse, yours: Collection[str] = ()) -> Table:
+    """Each planned value and why; the fields in `yours` were the user's choice and say so."""
     table = Table(title=f"Plan (decided by the {plan.brain or 'offline'} brain)", title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
     table.add_column("why", overflow="fold")
     for d in plan.decisions:
-        table.add_row(d.field, d.value, d.reason)
+        table.add_row(d.field, f"{d.value} (yours)" if d.field in yours else d.value, d.reason)
     return table
 
 

@@ -18,6 +18,7 @@ from forged.api.brain import BrainService
 from forged.api.daemon import DaemonService
 from forged.api.hardware import HardwareService
 from forged.api.jobs import JobsService
+from forged.api.projects import ProjectsService
 from forged.api.server import build_server
 from forged.brain.diagnosis import JobDiagnoser
 from forged.brain.llm.keys import KeyStore
@@ -31,6 +32,7 @@ from forged.queue.scheduler import Scheduler
 from forged.store.blobs import BlobStore
 from forged.store.db import Database
 from forged.store.jobs import JobStore
+from forged.store.projects import ProjectStore
 from forged.store.users import UserStore
 
 log = structlog.get_logger("forged")
@@ -63,14 +65,16 @@ class Daemon:
         hardware = CachedProbe()
         jobs_root = config.state_dir / "jobs"
         jobs_root.mkdir(parents=True, exist_ok=True)
+        projects = ProjectStore(self.db)
         self.server, self.health = build_server(
             self.auth,
-            JobsService(self.store, self.blobs, self.bus, self.scheduler, self.auth, jobs_root),
+            JobsService(self.store, self.blobs, self.bus, self.scheduler, self.auth, jobs_root, projects),
             ArtifactsService(self.blobs, self.auth, config.max_upload_bytes),
             HardwareService(hardware, self.auth),
             BrainService(self.blobs, self.auth, config.state_dir / "scratch", hardware, self.brains),
             DaemonService(self.store, self.auth, datetime.now(UTC), str(config.state_dir), self.db.dialect),
             config.rpc_threads,
+            ProjectsService(projects, self.auth),
         )
         self._stopped = threading.Event()
 

@@ -13,12 +13,14 @@ from forge.v1 import jobs_pb2, jobs_pb2_grpc
 from forged.api.auth import Authenticator
 from forged.api.convert import job_to_pb, spec_to_dict
 from forged.api.errors import ApiError, streaming, unary
+from forged.api.projects import find_owned
 from forged.export import stage as export_stage
 from forged.models.resolve import ModelError, check_local, hub_repo
 from forged.queue.bus import EventBus
 from forged.queue.scheduler import Scheduler
 from forged.store.blobs import BlobStore
 from forged.store.jobs import PB_TO_STATE, JobRecord, JobStore
+from forged.store.projects import ProjectStore
 from forged.store.users import Principal
 
 _WATCH_PAGE = 500
@@ -34,6 +36,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         scheduler: Scheduler,
         auth: Authenticator,
         jobs_root: Path,
+        projects: ProjectStore | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -41,6 +44,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         self.scheduler = scheduler
         self.auth = auth
         self.jobs_root = jobs_root
+        self.projects = projects
 
     def _owned(self, job_id: str, who: Principal) -> JobRecord:
         if not job_id:
@@ -74,6 +78,8 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         return source
 
     def _validate(self, spec: jobs_pb2.JobSpec, who: Principal) -> None:
+        if spec.project and self.projects is not None:
+            find_owned(self.projects, spec.project, who)
         kind = spec.WhichOneof("kind")
         if kind == "export":
             source = self._validate_export(spec.export, who)
@@ -141,7 +147,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         if self.auth.mode == "none":
             owner = None  # one person owns a per-user daemon, whatever name each client sends
         states = [PB_TO_STATE[s] for s in request.states if s in PB_TO_STATE]
-        jobs = self.store.list(owner, states, limit=request.limit or 100)
+        jobs = self.store.list(owner, states, limit=request.limit or 100, project=request.project)
         order = {jid: i + 1 for i, (jid, _owner) in enumerate(self.store.queue_order())}
 
         def pb(job: JobRecord) -> jobs_pb2.Job:

@@ -16,6 +16,8 @@ from forge.v1 import (
     hardware_pb2_grpc,
     jobs_pb2,
     jobs_pb2_grpc,
+    projects_pb2,
+    projects_pb2_grpc,
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -26,6 +28,7 @@ from forged.api.brain import BrainService
 from forged.api.daemon import DaemonService
 from forged.api.hardware import HardwareService
 from forged.api.jobs import JobsService
+from forged.api.projects import ProjectsService
 
 SERVICE_NAMES = (
     jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name,
@@ -33,6 +36,7 @@ SERVICE_NAMES = (
     hardware_pb2.DESCRIPTOR.services_by_name["Hardware"].full_name,
     brain_pb2.DESCRIPTOR.services_by_name["Brain"].full_name,
     daemon_pb2.DESCRIPTOR.services_by_name["Daemon"].full_name,
+    projects_pb2.DESCRIPTOR.services_by_name["Projects"].full_name,
 )
 
 
@@ -44,6 +48,7 @@ def build_server(
     brain: BrainService,
     daemon: DaemonService,
     threads: int,
+    projects: ProjectsService,
 ) -> tuple[grpc.Server, health.HealthServicer]:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
@@ -61,6 +66,7 @@ def build_server(
     hardware_pb2_grpc.add_HardwareServicer_to_server(hardware, server)
     brain_pb2_grpc.add_BrainServicer_to_server(brain, server)
     daemon_pb2_grpc.add_DaemonServicer_to_server(daemon, server)
+    projects_pb2_grpc.add_ProjectsServicer_to_server(projects, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in (*SERVICE_NAMES, ""):

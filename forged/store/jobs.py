@@ -212,6 +212,7 @@ class JobStore:
         )
         event.time.FromDatetime(now)
         row = {k: v for k, v in vars(record).items() if k != "attempts"}
+        row["project"] = str(spec.get("project") or "")
         try:
             with self.db.write_core(after_commit=lambda: self._announce([event])) as c:
                 c.execute(insert(_JOBS).values(**row))
@@ -260,13 +261,17 @@ class JobStore:
                 raise AmbiguousJobId(id_or_prefix)
             return self._load(s, found[0])
 
-    def list(self, owner: str | None, states: list[str] | None = None, limit: int = 100) -> list[JobRecord]:
+    def list(
+        self, owner: str | None, states: list[str] | None = None, limit: int = 100, project: str = ""
+    ) -> list[JobRecord]:
         with self.db.connect() as s:
             q = select(_JOBS).order_by(_JOBS.c.created_at.desc()).limit(limit)
             if owner is not None:
                 q = q.where(_JOBS.c.owner == owner)
             if states:
                 q = q.where(_JOBS.c.state.in_(states))
+            if project:
+                q = q.where(_JOBS.c.project == project)
             jobs = list(s.execute(q))
             attempts: dict[str, list[Any]] = {j.id: [] for j in jobs}
             if jobs:

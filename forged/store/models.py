@@ -38,6 +38,7 @@ class Job(Base):
         Index("ix_jobs_state_priority", "state", "priority", "created_at"),
         Index("ix_jobs_queue_by_owner", "state", "priority", "owner", "created_at"),
         Index("ix_jobs_owner_started", "owner", "started_at"),
+        Index("ix_jobs_owner_project", "owner", "project", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -46,6 +47,8 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(16))
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    # Copied out of spec so `Jobs.List(project=...)` is an indexed lookup, not a scan of JSON.
+    project: Mapped[str] = mapped_column(String(32), default="")
     spec: Mapped[dict] = mapped_column(JSON)
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     artifacts: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -99,3 +102,12 @@ class ArtifactOwner(Base):
     digest: Mapped[str] = mapped_column(ForeignKey("artifacts.digest", ondelete="CASCADE"), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(Text, default="")
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
