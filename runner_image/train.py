@@ -203,6 +203,9 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
     device, amp_dtype = precision.device, precision.amp_dtype
     qlora = hp.method == "qlora"
     events.log(f"device {device.type}, {precision.describe()}, {hp.method}, job {spec.job_id}")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:  # forged placed the job: say on which GPUs, for whoever reads the log
+        events.log(f"GPUs given to this job: CUDA_VISIBLE_DEVICES={visible or '(none)'}")
     if qlora:
         quantization.require_support(device)  # before minutes of loading, not after
     why_not_unsloth = unsloth_path.why_not(spec.model, device)

@@ -60,7 +60,7 @@ class BrainService(brain_pb2_grpc.BrainServicer):
         )
         cuda = bool(self.hardware.get().gpus)
         result = planner.plan(request.goal, stats, overrides, overrides.get("model"), cuda=cuda)
-        resp = brain_pb2.PlanResponse(brain=result.brain)
+        resp = brain_pb2.PlanResponse(brain=result.brain, memory_bytes=result.memory_bytes)
         json_format.ParseDict(result.spec, resp.spec, ignore_unknown_fields=True)
         resp.spec.goal = request.goal
         for d in result.decisions:

@@ -59,8 +59,10 @@ class Supervisor:
         blobs: BlobStore,
         executor: Executor,
         on_done: Callable[[], None] = lambda: None,
+        gpu_indices: tuple[int, ...] | None = None,
     ) -> None:
         self.on_done = on_done
+        self.gpu_indices = gpu_indices
         self.job = job
         self.store = store
         self.blobs = blobs
@@ -155,7 +157,8 @@ class Supervisor:
             resumed = latest_checkpoint_step(self.workspace / "checkpoints")
             if resumed:
                 self.daemon_log(f"resuming from the checkpoint at step {resumed}")
-            code = self._run_process(RunRequest(self.job.id, self.workspace, spec_path), resumed)
+            request = RunRequest(self.job.id, self.workspace, spec_path, gpu_indices=self.gpu_indices)
+            code = self._run_process(request, resumed)
         if not spec.get("export") or code != 0 or "adapter" not in self.store.get(self.job.id).artifacts:
             self._conclude(code)
             return
@@ -198,7 +201,8 @@ class Supervisor:
 
     def run_step(self, entry: tuple[str, ...], spec: dict[str, Any], spec_name: str) -> int | None:
         path = export_stage.write_spec(self.workspace / spec_name, spec)
-        return self._run_process(RunRequest(self.job.id, self.workspace, path, entry=entry))
+        request = RunRequest(self.job.id, self.workspace, path, entry=entry, gpu_indices=self.gpu_indices)
+        return self._run_process(request)
 
     def artifacts(self) -> dict[str, str]:
         return self.store.get(self.job.id).artifacts
