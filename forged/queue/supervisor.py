@@ -257,9 +257,10 @@ class Supervisor:
             return
         previous = [a.outcome for a in job.attempts if a.outcome in remedy.REMEDIED_OUTCOMES]
         train = job.spec.get("train", {})
-        cure = remedy.remedy_for(self._last_error_code, self._last_error, train, previous)
+        cuda = bool(self.gpu_indices)
+        cure = remedy.remedy_for(self._last_error_code, self._last_error, train, previous, cuda)
         if cure is None:
-            final = remedy.diagnosis(self._last_error_code, self._explained(), previous)
+            final = remedy.diagnosis(self._last_error_code, self._explained(), previous, cuda)
             self._finish("failed", self._last_error, J.FAILED, error=final)
             return
         self.daemon_log(f"self-healing: {cure.reason}", level="warning")
