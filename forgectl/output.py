@@ -339,10 +339,11 @@ def hardware_line(probe: hardware_pb2.ProbeResponse) -> str:
     )
     if not probe.gpus:
         return f"{probe.message or 'no GPU found'}; {host}"
-    counts: dict[str, int] = {}
-    for g in probe.gpus:
-        counts[g.name] = counts.get(g.name, 0) + 1
-    gpus = ", ".join(f"{n}× {name}" for name, n in counts.items())
+    gpus = "; ".join(
+        f"GPU {g.index} {g.name}: {fmt_bytes(g.memory_free_bytes)} free of "
+        f"{fmt_bytes(g.memory_total_bytes)}, {g.utilization_percent}% busy"
+        for g in probe.gpus
+    )
     return f"{gpus}; {host}"
 
 

@@ -40,7 +40,24 @@ def _fail(message: str) -> None:
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--insecure-loopback", is_flag=True, help="Allow plain TCP on a loopback address.")
-@click.option("--max-jobs", default=1, show_default=True, help="Jobs that run at once.")
+@click.option(
+    "--max-jobs",
+    type=int,
+    default=None,
+    help="Jobs that run at once. [default: one per GPU slot (see --jobs-per-gpu); 1 without a GPU]",
+)
+@click.option(
+    "--jobs-per-gpu",
+    default=1,
+    show_default=True,
+    help="Jobs that may share one GPU when their memory estimates fit side by side.",
+)
+@click.option(
+    "--gpu-refresh",
+    default=5.0,
+    show_default=True,
+    help="Seconds between NVML readings of the GPUs' free memory and utilisation.",
+)
 @click.option(
     "--max-jobs-per-user",
     default=0,
@@ -83,7 +100,9 @@ def main(
     tls_cert: Path | None,
     tls_key: Path | None,
     insecure_loopback: bool,
-    max_jobs: int,
+    max_jobs: int | None,
+    jobs_per_gpu: int,
+    gpu_refresh: float,
     max_jobs_per_user: int,
     brain: str,
     brain_model: str,
@@ -111,6 +130,8 @@ def main(
             tls_key=tls_key,
             insecure_loopback=insecure_loopback,
             max_running_jobs=max_jobs,
+            jobs_per_gpu=jobs_per_gpu,
+            gpu_refresh_seconds=gpu_refresh,
             max_jobs_per_user=max_jobs_per_user,
             brain=brain,
             brain_model=brain_model,

@@ -24,7 +24,9 @@ class DaemonConfig(BaseModel):
     tls_key: Path | None = None
     insecure_loopback: bool = False
     socket_mode: int | None = None
-    max_running_jobs: int = 1
+    max_running_jobs: int | None = None  # None: one per GPU slot, one on a machine without GPUs
+    jobs_per_gpu: int = 1
+    gpu_refresh_seconds: float = 5.0
     max_jobs_per_user: int = 0  # 0: no per-user limit
     rpc_threads: int = 256
     shutdown_grace: float = 60.0
@@ -39,6 +41,10 @@ class DaemonConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DaemonConfig:
+        if self.jobs_per_gpu < 1:
+            raise ConfigError(f"--jobs-per-gpu {self.jobs_per_gpu}: give 1 or more")
+        if self.gpu_refresh_seconds <= 0:
+            raise ConfigError(f"--gpu-refresh {self.gpu_refresh_seconds:g}: give a number of seconds above 0")
         if self.auth not in ("none", "token"):
             raise ConfigError(f"--auth {self.auth}: use none or token")
         if self.brain not in ("offline", "gemini", "local"):

@@ -26,7 +26,7 @@ from forged.brain.llm.retry import RetryPolicy
 from forged.brain.llm.select import BrainDefaults, BrainSelector
 from forged.config import ConfigError, DaemonConfig
 from forged.executors.local import LocalExecutor
-from forged.hardware.nvml import CachedProbe
+from forged.hardware.nvml import GpuMonitor
 from forged.queue.bus import EventBus
 from forged.queue.scheduler import Scheduler
 from forged.store.blobs import BlobStore
@@ -53,6 +53,7 @@ class Daemon:
         self.store = JobStore(self.db, publish=self.bus.publish)
         self.blobs = BlobStore(config.state_dir / "blobs", self.db)
         self.auth = Authenticator(config.auth, UserStore(self.db))
+        hardware = self.hardware = GpuMonitor(config.gpu_refresh_seconds)
         self.brains = brain_selector(config)
         self.scheduler = Scheduler(
             self.store,
@@ -60,9 +61,10 @@ class Daemon:
             LocalExecutor(),
             max_running=config.max_running_jobs,
             max_per_user=config.max_jobs_per_user,
+            gpus=hardware,
+            slots_per_gpu=config.jobs_per_gpu,
             diagnoser=JobDiagnoser(self.brains, config.diagnosis_timeout),
         )
-        hardware = CachedProbe()
         jobs_root = config.state_dir / "jobs"
         jobs_root.mkdir(parents=True, exist_ok=True)
         projects = ProjectStore(self.db)
@@ -108,6 +110,10 @@ class Daemon:
         return f"tcp://{hostport.rsplit(':', 1)[0]}:{port}"
 
     def start(self) -> str:
+        try:
+            self.hardware.start()  # the first reading before the first job is placed
+        except ValueError as exc:  # FORGE_FAKE_GPUS that does not parse
+            raise ConfigError(str(exc)) from exc
         recovered = self.scheduler.recover()
         address = self._bind()
         self.server.start()
@@ -131,6 +137,7 @@ class Daemon:
         log.info("forged_stopping")
         self.health.enter_graceful_shutdown()
         self.scheduler.stop(self.config.shutdown_grace)
+        self.hardware.stop()
         self.bus.close()
         self.server.stop(grace=2).wait()
         sock = self.config.socket_path

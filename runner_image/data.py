@@ -468,6 +468,38 @@ def load_dataset(
     return ds
 
 
+@dataclass(frozen=True)
+class SequenceCap:
+    length: int
+    truncated: int  # examples cut to `length`
+    dropped: int  # examples with no trained token left within `length`
+
+
+def cap_lengths(ds: Dataset, percentile: float) -> SequenceCap:
+    """Cut every example longer than the `percentile`-th percentile of the lengths (nearest rank) to it.
+
+    forged's out-of-memory remedy after a smaller micro-batch and gradient checkpointing: the longest few
+    examples set the peak memory of the step they land in. A cut example keeps its start; one whose trained
+    tokens all lay past the cap has nothing left to learn from and is dropped.
+    """
+    lengths = sorted(len(e.input_ids) for e in ds.examples)
+    cap = lengths[max(1, math.ceil(percentile / 100 * len(lengths))) - 1]
+    examples: list[Example] = []
+    kinds: list[ExampleKind] = []
+    truncated = dropped = 0
+    for example, kind in zip(ds.examples, ds.kinds, strict=True):
+        if len(example.input_ids) > cap:
+            example = Example(example.input_ids[:cap], example.labels[:cap])
+            if example.trained_tokens == 0:
+                dropped += 1
+                continue
+            truncated += 1
+        examples.append(example)
+        kinds.append(kind)
+    ds.examples, ds.kinds = examples, kinds
+    return SequenceCap(cap, truncated, dropped)
+
+
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example in this micro-batch (not to max_seq_len: that wastes compute)."""
     width = max(len(e.input_ids) for e in examples)

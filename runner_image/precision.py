@@ -55,24 +55,38 @@ class Precision:
         return "bf16 autocast"
 
 
-def pick_device() -> Precision:
-    """The device, and its precision: bf16 from compute capability 8.0, fp16 below, fp32 on the CPU."""
+def pick_device(no_fp16: bool = False) -> Precision:
+    """The device, and its precision: bf16 from compute capability 8.0, fp16 below, fp32 on the CPU.
+
+    `no_fp16` (forged's remedy after a NaN under fp16): where fp16 would be used, bf16 if the GPU has it,
+    otherwise fp32; the wider range costs speed (fp32) but not correctness.
+    """
+    bf16_ok = False
     if torch.cuda.is_available():
         device = torch.device("cuda")
-        default = "bf16" if torch.cuda.get_device_capability() >= (8, 0) else "fp16"
+        # Not torch.cuda.is_bf16_supported(): it also says yes to GPUs that only emulate bf16, slowly.
+        bf16_ok = torch.cuda.get_device_capability() >= (8, 0)
+        default = "bf16" if bf16_ok else "fp16"
     else:
         device, default = torch.device("cpu"), "fp32"
     name = os.environ.get(ENV, "").strip().lower() or default
     if name not in _DTYPES:
         raise RunnerError("bad_spec", f"{ENV}={name!r} is not a precision: use bf16, fp16 or fp32")
+    if name == "fp16" and no_fp16:
+        name = "bf16" if bf16_ok else "fp32"
+        events.log(f"fp16 is off for this job (its loss went NaN or infinite under fp16): training in {name}")
     return Precision(device, _DTYPES[name])
 
 
-def nan_error(step: int, what: str) -> RunnerError:
+NAN_LOSS, NAN_LOSS_FP16 = "nan_loss", "nan_loss_fp16"
+
+
+def nan_error(step: int, what: str, fp16: bool = False) -> RunnerError:
+    """`nan_loss`, or `nan_loss_fp16` under fp16, whose narrow range is a cause forged can remove."""
     return RunnerError(
-        "nan_loss",
-        f"{what} became NaN or infinite at step {step}",
-        hint="lower the learning rate",
+        NAN_LOSS_FP16 if fp16 else NAN_LOSS,
+        f"{what} became NaN or infinite at step {step}" + (" under fp16" if fp16 else ""),
+        hint="lower the learning rate" + (", or train in bf16 or fp32" if fp16 else ""),
         exit_code=EXIT_CRASH,
     )
 
@@ -125,7 +139,7 @@ class OptimizerStep:
             return grad_norm
         self.skipped_in_a_row += 1
         if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
-            raise nan_error(step, f"gradient norm (fp16, {self.skipped_in_a_row} overflows in a row)")
+            raise nan_error(step, f"gradient norm ({self.skipped_in_a_row} overflows in a row)", fp16=True)
         events.log(
             f"fp16 overflow at step {step}: the gradient is not finite at loss scale {scale:g}; "
             f"step skipped, loss scale lowered to {self.scaler.get_scale():g}",

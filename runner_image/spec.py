@@ -82,6 +82,18 @@ class HParams(_Strict):
     method: Literal["lora", "qlora"] = Field(
         "lora", description="qlora: LoRA on 4-bit (NF4) base weights; needs CUDA and bitsandbytes"
     )
+    seq_cap_percentile: float = Field(
+        0,
+        ge=0,
+        le=100,
+        description="cut training examples to this percentile of their token lengths (forged's out-of-memory "
+        "remedy sets 99); 0: no cap beyond max_seq_len",
+    )
+    no_fp16: bool = Field(
+        False,
+        description="where fp16 would be used, train in bf16 if the GPU supports it, else fp32 (forged's "
+        "remedy for a NaN under fp16)",
+    )
 
 
 class RunnerSpec(_Strict):

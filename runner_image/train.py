@@ -26,7 +26,14 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from runner_image import attention, checkpoint, events, faults, quantization, unsloth_path
 from runner_image.batching import Batch, batch_tokens, model_inputs, pack
-from runner_image.data import IGNORE_INDEX, Example, ensure_pad_token, epoch_order, load_dataset
+from runner_image.data import (
+    IGNORE_INDEX,
+    Example,
+    cap_lengths,
+    ensure_pad_token,
+    epoch_order,
+    load_dataset,
+)
 from runner_image.data import micro_batches as split_micro_batches
 from runner_image.errors import EXIT_CRASH, EXIT_OK, EXIT_PREEMPTED, RunnerError
 from runner_image.format_check import format_preflight
@@ -158,10 +165,14 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def fingerprint(spec: RunnerSpec) -> str:
-    """What a checkpoint must agree with to be resumed from: everything that shapes the weights."""
-    # forged's self-healing may resume a job with a smaller micro-batch (same effective batch) or a lower
-    # learning rate; those continue the same run, so they are not part of its identity.
+def fingerprint(spec: RunnerSpec, with_method: bool = False) -> str:
+    """What a checkpoint must agree with to be resumed from: the model, the data and the run's shape.
+
+    forged's self-healing resumes a job with a smaller micro-batch (same effective batch), a lower learning
+    rate, gradient checkpointing, a sequence cap, 4-bit base weights or without fp16; each continues the
+    same adapter, so none is part of its identity. `with_method`: the identity before 4-bit became a
+    remedy, kept so that QLoRA checkpoints written then still resume.
+    """
     hp = spec.hparams.model_dump(
         exclude={
             "checkpoint_every",
@@ -170,11 +181,14 @@ def fingerprint(spec: RunnerSpec) -> str:
             "grad_accum",
             "learning_rate",
             "gradient_checkpointing",
+            "seq_cap_percentile",
+            "no_fp16",
+            "method",
         }
     )
     hp["effective_batch"] = spec.hparams.micro_batch_size * spec.hparams.grad_accum
-    if hp["method"] == "lora":
-        del hp["method"]  # so checkpoints written before QLoRA existed (all LoRA) still resume
+    if with_method and spec.hparams.method != "lora":
+        hp["method"] = spec.hparams.method
     ident = {
         "model": spec.model.model_dump(),
         "hparams": hp,
@@ -199,10 +213,13 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
     hp = spec.hparams
 
     # --- set up -------------------------------------------------------------------------------------------
-    precision = pick_device()
+    precision = pick_device(no_fp16=hp.no_fp16)
     device, amp_dtype = precision.device, precision.amp_dtype
     qlora = hp.method == "qlora"
     events.log(f"device {device.type}, {precision.describe()}, {hp.method}, job {spec.job_id}")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:  # forged placed the job: say on which GPUs, for whoever reads the log
+        events.log(f"GPUs given to this job: CUDA_VISIBLE_DEVICES={visible or '(none)'}")
     if qlora:
         quantization.require_support(device)  # before minutes of loading, not after
     why_not_unsloth = unsloth_path.why_not(spec.model, device)
@@ -222,6 +239,15 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
     format_preflight(train_set, tokenizer, hp.max_seq_len)
     for note in train_set.notes + (val_set.notes if val_set else []):
         events.log(note, level="warning")
+    if hp.seq_cap_percentile:
+        # After the format check, which must see the examples as max_seq_len leaves them.
+        cap = cap_lengths(train_set, hp.seq_cap_percentile)
+        events.log(
+            f"sequence cap: training examples cut to {cap.length} tokens, the {hp.seq_cap_percentile:g}th "
+            f"percentile of their lengths (max_seq_len {hp.max_seq_len}): {cap.truncated} truncated, "
+            f"{cap.dropped} dropped (no trained token left within the cap)",
+            level="warning",
+        )
     train = train_set.examples
     events.log(
         f"train: {len(train)} examples, {sum(e.trained_tokens for e in train)} trained tokens"
@@ -275,7 +301,7 @@ def run(spec: RunnerSpec, stop: StopFlag) -> int:
     last_eval_step: int | None = None
     latest = checkpoint.latest(ckpt_dir)
     if latest is not None:
-        if checkpoint.read_position(latest).fingerprint != fp:
+        if checkpoint.read_position(latest).fingerprint not in (fp, fingerprint(spec, with_method=True)):
             raise RunnerError(
                 "checkpoint_mismatch",
                 f"{latest} was written for a different model, data or hyperparameters",
@@ -455,7 +481,7 @@ def _accumulate(
         loss_sum, _ = forward_loss(model, batch, device, amp_dtype)
         loss_sum = faults.poison_loss(loss_sum, step, micro_batch_size, learning_rate)
         if not torch.isfinite(loss_sum):
-            raise nan_error(step, "loss")
+            raise nan_error(step, "loss", fp16=amp_dtype == torch.float16)
         scale(loss_sum / window_targets).backward()  # fp16 scales the loss up (precision.py)
         loss_total += loss_sum.item()
         tokens += batch_tokens(batch)

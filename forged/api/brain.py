@@ -79,9 +79,7 @@ class BrainService(brain_pb2_grpc.BrainServicer):
         except BrainUnavailable as exc:
             unavailable = str(exc)
         result = llm_plan.plan(request.goal, stats, overrides, brain, room, unavailable)
-        resp = brain_pb2.PlanResponse(
-            brain=result.brain, memory_bytes=llm_plan.memory_bytes(result.spec, room.cuda)
-        )
+        resp = brain_pb2.PlanResponse(brain=result.brain, memory_bytes=result.memory_bytes)
         json_format.ParseDict(result.spec, resp.spec, ignore_unknown_fields=True)
         resp.spec.goal = request.goal
         for d in result.decisions:

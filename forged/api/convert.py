@@ -38,6 +38,7 @@ def job_to_pb(job: JobRecord, queue_position: int = 0, wait_reason: str = "") ->
         workspace=job.workspace,
         diagnosis=job.diagnosis,
         diagnosis_brain=job.diagnosis_brain,
+        gpu_indices=job.gpu_indices,
     )
     json_format.ParseDict(job.spec, pb.spec, ignore_unknown_fields=True)
     _ts(pb.created_at, job.created_at)

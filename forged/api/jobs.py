@@ -14,6 +14,7 @@ from forged.api.auth import Authenticator
 from forged.api.convert import job_to_pb, spec_to_dict
 from forged.api.errors import ApiError, streaming, unary
 from forged.api.projects import find_owned
+from forged.brain.planner import estimate_memory
 from forged.export import stage as export_stage
 from forged.models.resolve import ModelError, check_local, hub_repo
 from forged.queue.bus import EventBus
@@ -111,6 +112,12 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                 )
         except ModelError as exc:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+        if not spec.memory_bytes:
+            # A client that did not plan (or an older one): the same estimate the plan would have given.
+            spec.memory_bytes = estimate_memory(spec_to_dict(train))
+        unfit = self.scheduler.unplaceable(spec_to_dict(spec))
+        if unfit:
+            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, unfit)
 
     @unary
     def Submit(self, request: jobs_pb2.SubmitJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:

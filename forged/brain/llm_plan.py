@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from forge.catalog import GIB, Method, Model, estimate_vram, load_catalog, tiny_family
+from forge.catalog import GIB, Method, Model, load_catalog, tiny_family
 from pydantic import BaseModel, Field
 
 from forged.brain import planner
@@ -117,18 +117,9 @@ def _prompt(goal: str, stats: Mapping[str, Any], room: GpuRoom, offline: Plan) -
 
 
 def _needs(model: Model, rank: int, seq_len: int, micro: int, method: Method) -> int:
-    """Bytes the run needs on the GPU at these settings (forge/catalog.py's formula)."""
-    catalog = load_catalog()
-    return estimate_vram(
-        model.shape,
-        catalog.families[model.family].lora_targets,
-        method,
-        rank=rank,
-        seq_len=seq_len,
-        micro_batch=micro,
-        assumptions=catalog.vram,
-        params=model.params,
-    ).total
+    """Bytes the run needs on the GPU at these settings: the planner's one estimate (catalog formula)."""
+    spec = {"model": model.repo, "lora_rank": rank, "max_seq_len": seq_len, "micro_batch_size": micro}
+    return planner.estimate_memory({**spec, "method": method})
 
 
 def _seq_cap(stats: Mapping[str, Any]) -> tuple[int | None, str]:
@@ -239,24 +230,19 @@ def plan(
         for d in result.decisions
     ]
     used = any(f in suggestions for f in PlanAnswer.model_fields)
-    return Plan(spec=result.spec, decisions=decisions, brain=brain.name if used else planner.BRAIN)
+    return Plan(
+        spec=result.spec,
+        decisions=decisions,
+        brain=brain.name if used else planner.BRAIN,
+        memory_bytes=result.memory_bytes,
+    )
 
 
 def _noted(offline: Plan, why: str) -> Plan:
     note = Decision(field="brain", value=planner.BRAIN, reason=f"the offline rules decided: {why}")
-    return Plan(spec=offline.spec, decisions=[*offline.decisions, note], brain=planner.BRAIN)
-
-
-def memory_bytes(spec: Mapping[str, Any], cuda: bool) -> int:
-    """The planned run's peak GPU memory by the catalog formula; 0 for a model outside the catalog."""
-    model = load_catalog().find_model(str(spec.get("model", "")))
-    if model is None:
-        return 0
-    method: Method = "qlora" if cuda and spec.get("method") == "qlora" else "lora"
-    return _needs(
-        model,
-        int(spec.get("lora_rank") or 16),
-        int(spec.get("max_seq_len") or load_catalog().vram.seq_len),
-        int(spec.get("micro_batch_size") or 1),
-        method,
+    return Plan(
+        spec=offline.spec,
+        decisions=[*offline.decisions, note],
+        brain=planner.BRAIN,
+        memory_bytes=offline.memory_bytes,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from forge.catalog import Method, Shape, load_catalog, tiny_family
+from forge.catalog import Method, Shape, estimate_vram, load_catalog, tiny_family
 from forge.train_fields import HEALING_FIELDS, OVERRIDABLE_FIELDS
 from pydantic import BaseModel, ConfigDict
 
@@ -83,6 +83,7 @@ class Plan(BaseModel):
     spec: dict[str, Any]
     decisions: list[Decision]
     brain: str = BRAIN
+    memory_bytes: int = 0  # estimated peak GPU memory (estimate_memory); 0: unknown
 
     def decision(self, field: str) -> Decision:
         return next(d for d in self.decisions if d.field == field)
@@ -295,7 +296,45 @@ def plan(
         _apply_small_model_rule(chosen_model, spec, reasons, user, brain_picks)
 
     decisions = [Decision(field=f, value=_show(spec[f]), reason=reasons[f]) for f in SPEC_FIELDS]
-    return Plan(spec={f: spec[f] for f in SPEC_FIELDS}, decisions=decisions)
+    chosen = {f: spec[f] for f in SPEC_FIELDS}
+    return Plan(spec=chosen, decisions=decisions, memory_bytes=estimate_memory(chosen))
+
+
+# LoRA targets of a local model whose architecture the catalog lacks: the runner's default (lora_targets.py).
+_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def estimate_memory(spec: Mapping[str, Any]) -> int:
+    """Peak GPU memory in bytes of a run with these TrainSpec settings: the catalog's VRAM formula
+    (forge/catalog.py) at the run's own method, rank, max_seq_len and micro-batch. 0 when the model's shape
+    is unknown (a hub model outside the catalog, or a built-in pipeline check, whose size depends on its
+    tokenizer): the scheduler then gives the job a GPU of its own."""
+    model = str(spec.get("model") or TINY_MODEL)
+    if tiny_family(model) is not None:
+        return 0
+    catalog = load_catalog()
+    found = catalog.find_model(model)
+    if found is not None:
+        shape, params = found.shape, found.params
+        targets = catalog.families[found.family].lora_targets
+    else:
+        read = _config_shape(Path(model).expanduser() / "config.json")
+        if read is None:
+            return 0
+        shape, model_type = read
+        params = shape.param_count()
+        targets = catalog.lora_targets_for(model_type) or _DEFAULT_TARGETS
+    method: Method = "qlora" if str(spec.get("method") or "lora").lower() == "qlora" else "lora"
+    return estimate_vram(
+        shape,
+        targets,
+        method,
+        rank=int(spec.get("lora_rank") or catalog.size_class(params).lora_rank),
+        seq_len=int(spec.get("max_seq_len") or catalog.vram.seq_len),
+        micro_batch=int(spec.get("micro_batch_size") or catalog.vram.micro_batch),
+        assumptions=catalog.vram,
+        params=params,
+    ).total
 
 
 def _apply_small_model_rule(
@@ -386,6 +425,14 @@ def estimate_params(model: str) -> tuple[int | None, str]:
 
 def _params_from_config(path: Path) -> int | None:
     """Decoder-only transformer estimate from HF config.json: embeddings + attention + gated MLP + norms."""
+    read = _config_shape(path)
+    return None if read is None else read[0].param_count()
+
+
+def _config_shape(path: Path) -> tuple[Shape, str] | None:
+    """The shape and model_type an HF config.json describes; None if it is missing or not a decoder."""
+    if not path.is_file():
+        return None
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
         cfg = cfg.get("text_config", cfg)
@@ -403,7 +450,7 @@ def _params_from_config(path: Path) -> int | None:
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return shape.param_count()
+    return shape, str(cfg.get("model_type") or "")
 
 
 def _normalize_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:

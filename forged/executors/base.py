@@ -20,6 +20,9 @@ class RunRequest:
     # The module (and subcommand) run as `python -m ... --spec SPEC`: training by default; an export runs
     # `runner_image merge`, then `forged.export.worker`. All speak docs/runner-protocol.md.
     entry: tuple[str, ...] = ("runner_image", "run")
+    # The GPUs (NVML indices) the scheduler placed the job on: the runner sees exactly these. None: no
+    # placement (a machine without GPUs), the environment is left as it is.
+    gpu_indices: tuple[int, ...] | None = None
 
 
 class RunHandle(Protocol):

@@ -13,9 +13,14 @@ test (`forge-runner smoke`) has the last word before a job runs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from forged.hardware.nvml import architecture
+
+if TYPE_CHECKING:
+    from docker.types import DeviceRequest
 
 IMAGE_REPOSITORY = "forge"
 GPU_ARCHES = ("blackwell", "hopper", "ada", "ampere")
@@ -70,3 +75,14 @@ def image_for_capability(capability: tuple[int, int] | None) -> ImageChoice:
         f"no runner image is built for {sm} yet: training runs on the CPU; add a row to "
         "runner_image/docker/versions.toml",
     )
+
+
+def device_requests(gpu_ids: Sequence[str | int]) -> list[DeviceRequest]:
+    """What `docker run --gpus device=...` sends for a job's GPUs: one request for exactly these devices
+    (NVML UUIDs, which survive renumbering, or indices), through the NVIDIA runtime. None for a CPU job: an
+    empty device_ids list would not mean "no GPU" to every runtime, so no request is made at all."""
+    if not gpu_ids:
+        return []
+    from docker.types import DeviceRequest  # the SDK is only needed once a container is started
+
+    return [DeviceRequest(driver="nvidia", device_ids=[str(g) for g in gpu_ids], capabilities=[["gpu"]])]

@@ -67,6 +67,7 @@ class LocalExecutor:
             # runner checkpoints and exits instead of training on as an orphan nobody supervises.
             FORGE_PARENT_PID=str(os.getpid()),
         )
+        env.update(gpu_environment(request.gpu_indices))
         proc = subprocess.Popen(
             [self.python, "-m", *request.entry, "--spec", str(request.spec_path)],
             cwd=request.workspace,
@@ -81,6 +82,17 @@ class LocalExecutor:
             start_new_session=True,
         )
         return LocalHandle(proc)
+
+
+def gpu_environment(gpu_indices: tuple[int, ...] | None) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES for exactly these GPUs; empty for no placement.
+
+    CUDA numbers GPUs fastest first unless told otherwise, NVML by PCI bus; PCI_BUS_ID order makes the
+    indices the scheduler chose from NVML name the same cards for CUDA. An empty tuple hides every GPU.
+    """
+    if gpu_indices is None:
+        return {}
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpu_indices))}
 
 
 def stop_stale_process(pid: int, started: float | None, grace: float) -> bool:

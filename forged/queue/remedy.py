@@ -10,10 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# Attempts that may end in a remedy before the job fails for good: bounded, so a broken job cannot loop.
-MAX_REMEDIES = 4
+# Attempts that may end in a remedy before the job fails for good: bounded, so a broken job cannot loop. Room
+# for the whole out-of-memory ladder plus one more rung of any kind.
+MAX_REMEDIES = 6
 REMEDIED_OUTCOMES = frozenset({"oom", "diverged", "crashed"})
 MIN_LEARNING_RATE = 1e-7
+SEQ_CAP_PERCENTILE = 99
+NAN_CODES = frozenset({"nan_loss", "nan_loss_fp16"})  # the runner says which came under fp16
+NO_CUDA_FOR_4BIT = "4-bit base weights (QLoRA) were not tried: they need an NVIDIA GPU and this job has none"
 
 
 @dataclass(frozen=True)
@@ -31,60 +35,97 @@ def _smaller_micro_batch(micro: int) -> int:
     return 1
 
 
-def remedy_for(error_code: str, error: str, train: dict[str, Any], previous: list[str]) -> Remedy | None:
-    """`previous`: the outcomes of this job's earlier attempts that already ended in a remedy."""
+def remedy_for(
+    error_code: str, error: str, train: dict[str, Any], previous: list[str], cuda: bool = False
+) -> Remedy | None:
+    """`previous`: the outcomes of this job's earlier attempts that already ended in a remedy. `cuda`: the job
+    runs on an NVIDIA GPU (4-bit weights need one)."""
     if len(previous) >= MAX_REMEDIES:
         return None
     if error_code == "oom":
-        return _less_memory(error, train, previous.count("oom"))
-    if error_code == "nan_loss":
-        lr = float(train.get("learning_rate") or 0.0)
-        lower = lr / 2
-        if lower < MIN_LEARNING_RATE:
-            return None
-        return Remedy(
-            "diverged",
-            f"{error}; resuming from the last good checkpoint with learning rate {lower:g} (was {lr:g})",
-            {**train, "learning_rate": lower},
-        )
+        return _less_memory(error, train, previous.count("oom"), cuda)
+    if error_code in NAN_CODES:
+        return _steadier(error, train, fp16=error_code == "nan_loss_fp16")
     if error_code == "crashed":  # killed by a signal, or died without a word: the same settings again
         return Remedy("crashed", f"{error}; resuming from the last checkpoint", dict(train))
     return None
 
 
-def _less_memory(error: str, train: dict[str, Any], earlier_ooms: int) -> Remedy | None:
-    """The ladder: a smaller micro-batch first, then gradient checkpointing, then smaller micro-batches."""
+def _steadier(error: str, train: dict[str, Any], fp16: bool) -> Remedy | None:
+    """Half the learning rate; and off fp16 if the NaN came under it (its range is what overflowed)."""
+    lr = float(train.get("learning_rate") or 0.0)
+    lower = lr / 2
+    leave_fp16 = fp16 and not train.get("no_fp16")
+    if lower < MIN_LEARNING_RATE and not leave_fp16:
+        return None
+    changes: list[str] = []
+    cured = dict(train)
+    if lower >= MIN_LEARNING_RATE:
+        cured["learning_rate"] = lower
+        changes.append(f"learning rate {lower:g} (was {lr:g})")
+    if leave_fp16:
+        cured["no_fp16"] = True
+        changes.append("bf16 instead of fp16 where the GPU supports it, fp32 where not")
+    return Remedy(
+        "diverged", f"{error}; resuming from the last good checkpoint with {' and '.join(changes)}", cured
+    )
+
+
+def _less_memory(error: str, train: dict[str, Any], earlier_ooms: int, cuda: bool) -> Remedy | None:
+    """The ladder: a smaller micro-batch, gradient checkpointing, a sequence cap at the 99th percentile,
+    4-bit base weights (on a GPU), then smaller micro-batches down to 1."""
     micro = int(train.get("micro_batch_size") or 1)
     accum = int(train.get("grad_accum") or 1)
-    checkpointing = bool(train.get("gradient_checkpointing"))
-    if not checkpointing and (earlier_ooms >= 1 or micro <= 1):
+    skipped = "" if cuda or train.get("method") == "qlora" else f" ({NO_CUDA_FOR_4BIT})"
+    if micro > 1 and earlier_ooms == 0:
+        return _halve(error, train, micro, accum, "")
+    if not train.get("gradient_checkpointing"):
         return Remedy(
             "oom",
             f"{error}; resuming from the last checkpoint with gradient checkpointing (activations are "
             "recomputed instead of kept: less memory, slower steps)",
             {**train, "gradient_checkpointing": True},
         )
-    if micro <= 1:
-        return None
+    if not train.get("seq_cap_percentile"):
+        return Remedy(
+            "oom",
+            f"{error}; resuming from the last checkpoint with training examples cut to the "
+            f"{SEQ_CAP_PERCENTILE}th percentile of their token lengths (the runner logs how many it cut)",
+            {**train, "seq_cap_percentile": SEQ_CAP_PERCENTILE},
+        )
+    if cuda and train.get("method") != "qlora":
+        return Remedy(
+            "oom",
+            f"{error}; resuming from the last checkpoint on 4-bit base weights (QLoRA): about a quarter of "
+            "the weights' memory, the same LoRA adapter trained on top",
+            {**train, "method": "qlora"},
+        )
+    if micro > 1:
+        return _halve(error, train, micro, accum, skipped)
+    return None
+
+
+def _halve(error: str, train: dict[str, Any], micro: int, accum: int, note: str) -> Remedy:
     smaller = _smaller_micro_batch(micro)
     new_accum = accum * micro // smaller
     return Remedy(
         "oom",
         f"{error}; resuming from the last checkpoint with micro-batch {smaller} x accumulation "
-        f"{new_accum} (was {micro} x {accum}, same effective batch {micro * accum})",
+        f"{new_accum} (was {micro} x {accum}, same effective batch {micro * accum}){note}",
         {**train, "micro_batch_size": smaller, "grad_accum": new_accum},
     )
 
 
-def diagnosis(error_code: str, error: str, previous: list[str]) -> str:
+def diagnosis(error_code: str, error: str, previous: list[str], cuda: bool = False) -> str:
     """The final word when no remedy is left."""
     if len(previous) >= MAX_REMEDIES:
         return f"{error} (gave up after {len(previous)} automatic retries)"
     if error_code == "oom":
-        return (
-            f"{error}; even micro-batch 1 with gradient checkpointing does not fit: use a smaller model "
-            "or a shorter max_seq_len"
-        )
-    if error_code == "nan_loss":
+        tried = "micro-batch 1 with gradient checkpointing and sequences capped at the 99th percentile"
+        if cuda:
+            tried += " on 4-bit weights"
+        note = "" if cuda else f" ({NO_CUDA_FOR_4BIT})"
+        return f"{error}; even {tried} does not fit{note}: use a smaller model or a shorter max_seq_len"
+    if error_code in NAN_CODES:
         return f"{error}; the learning rate is already at its floor: check the data for broken examples"
     return error

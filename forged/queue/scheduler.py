@@ -1,22 +1,35 @@
-"""The queue: starts queued jobs as capacity frees up, recovers unfinished jobs, drains on shutdown."""
+"""The queue: starts queued jobs as capacity frees up, recovers unfinished jobs, drains on shutdown.
+
+On a machine with NVIDIA GPUs every training job is placed on GPUs whose free memory fits its estimate
+(forged/queue/placement.py), at most `slots_per_gpu` jobs to a GPU, so jobs on different GPUs run at once.
+A job that fits nowhere yet waits, and the jobs behind it that do fit start: GPUs do not idle behind it.
+"""
 
 from __future__ import annotations
 
 import socket
 import threading
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
 from forged.brain.diagnosis import JobDiagnoser
 from forged.executors.base import Executor
 from forged.executors.local import stop_stale_process
+from forged.hardware.nvml import GpuInfo, GpuMonitor
+from forged.queue.placement import Decision, Need, Placed, never_fits, place
 from forged.queue.supervisor import Supervisor
 from forged.store import jobs as J
 from forged.store.blobs import BlobStore
 from forged.store.jobs import JobStore
 
 log = structlog.get_logger("forged.scheduler")
+
+# Queued jobs looked at per pass when GPUs are short: enough to fill free GPUs from behind a job that waits
+# for a big one, without reading thousands of specs every second.
+_MAX_UNPLACED_SCAN = 50
 
 
 class Scheduler:
@@ -25,17 +38,22 @@ class Scheduler:
         store: JobStore,
         blobs: BlobStore,
         executor: Executor,
-        max_running: int = 1,
+        max_running: int | None = 1,
         stale_grace: float = 60.0,
         max_per_user: int = 0,
         diagnoser: JobDiagnoser | None = None,
+        gpus: GpuMonitor | None = None,
+        slots_per_gpu: int = 1,
     ) -> None:
+        """`max_running` None: as many jobs as the GPUs have slots (one on a machine without GPUs)."""
         self.diagnoser = diagnoser or JobDiagnoser()
         self.store = store
         self.blobs = blobs
         self.executor = executor
-        self.max_running = max_running
+        self._max_running = max_running
         self.max_per_user = max_per_user
+        self.gpus = gpus
+        self.slots_per_gpu = slots_per_gpu
         self.stale_grace = stale_grace
         self.host = socket.gethostname()
         self._active: dict[str, Supervisor] = {}
@@ -46,6 +64,36 @@ class Scheduler:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def max_running(self) -> int:
+        if self._max_running is not None:
+            return self._max_running
+        return max(1, len(self._gpus()) * self.slots_per_gpu)
+
+    def _gpus(self) -> list[GpuInfo]:
+        return self.gpus.get().gpus if self.gpus is not None else []
+
+    def _placed(self) -> list[Placed]:
+        with self._lock:
+            return [
+                Placed(job_id, s.gpu_indices, Need.of(s.job.spec).memory_bytes)
+                for job_id, s in self._active.items()
+                if s.gpu_indices and s.thread.is_alive()
+            ]
+
+    def _decide(self, spec: Mapping[str, Any], gpus: list[GpuInfo]) -> Decision:
+        if "export" in spec:
+            # Merging and converting run on the CPU: an export never holds a GPU another job could train on.
+            return Decision(gpu_indices=())
+        return place(Need.of(spec), gpus, self._placed(), self.slots_per_gpu)
+
+    def unplaceable(self, spec: Mapping[str, Any]) -> str:
+        """Why this machine can never run a job with this spec, even idle; empty if it can (or has no GPU)."""
+        gpus = self._gpus()
+        if not gpus or "export" in spec:
+            return ""
+        return never_fits(Need.of(spec), gpus)
 
     def poke(self) -> None:
         self._wake.set()
@@ -112,6 +160,11 @@ class Scheduler:
         if self.max_per_user and mine >= self.max_per_user:
             return f"{job.owner} already runs {mine} job{'s' if mine != 1 else ''}, the per-user limit"
         ahead = f"{position - 1} job{'s' if position != 2 else ''} ahead" if position > 1 else "next in line"
+        gpus = self._gpus()
+        if gpus:
+            decision = self._decide(job.spec, gpus)
+            if not decision.placed:
+                return f"{ahead}; {decision.wait_reason}"
         busy = sum(running.values())
         if busy >= self.max_running:
             return f"{ahead}; all {self.max_running} slot{'s' if self.max_running != 1 else ''} busy"
@@ -125,16 +178,31 @@ class Scheduler:
         if free <= 0:
             return
         running = self._running_by_owner()
+        gpus = self._gpus()
+        unplaced = 0
         for job_id, owner in self.store.queue_order():
-            if free <= 0 or self._stopping.is_set():
+            if free <= 0 or self._stopping.is_set() or unplaced >= _MAX_UNPLACED_SCAN:
                 break
             if self.max_per_user and running[owner] >= self.max_per_user:
                 continue  # this user waits; the next user's job may start
-            job = self.store.claim(job_id, self.host)
+            placement: tuple[int, ...] | None = None  # no GPUs: the CPU, environment untouched
+            if gpus:
+                decision = self._decide(self.store.get(job_id).spec, gpus)
+                if not decision.placed:
+                    unplaced += 1
+                    continue  # it waits for room; a smaller job behind it may fit now
+                placement = decision.gpu_indices
+            job = self.store.claim(job_id, self.host, placement)
             if job is None:
                 continue
             sup = Supervisor(
-                job, self.store, self.blobs, self.executor, on_done=self.poke, diagnoser=self.diagnoser
+                job,
+                self.store,
+                self.blobs,
+                self.executor,
+                on_done=self.poke,
+                diagnoser=self.diagnoser,
+                gpu_indices=placement,
             )
             with self._lock:
                 # Started under the lock: others treat a registered supervisor's thread as joinable.
@@ -142,7 +210,7 @@ class Scheduler:
                 sup.thread.start()
             free -= 1
             running[owner] += 1
-            log.info("job_started", job=job_id, owner=job.owner)
+            log.info("job_started", job=job_id, owner=job.owner, gpus=placement)
 
     def stop(self, grace: float) -> None:
         """Checkpoint running jobs and put them back in the queue, then stop scheduling."""

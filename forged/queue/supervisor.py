@@ -62,9 +62,11 @@ class Supervisor:
         executor: Executor,
         on_done: Callable[[], None] = lambda: None,
         diagnoser: JobDiagnoser | None = None,
+        gpu_indices: tuple[int, ...] | None = None,
     ) -> None:
         self.on_done = on_done
         self.diagnoser = diagnoser or JobDiagnoser()
+        self.gpu_indices = gpu_indices
         self.job = job
         self.store = store
         self.blobs = blobs
@@ -180,7 +182,8 @@ class Supervisor:
             resumed = latest_checkpoint_step(self.workspace / "checkpoints")
             if resumed:
                 self.daemon_log(f"resuming from the checkpoint at step {resumed}")
-            code = self._run_process(RunRequest(self.job.id, self.workspace, spec_path), resumed)
+            request = RunRequest(self.job.id, self.workspace, spec_path, gpu_indices=self.gpu_indices)
+            code = self._run_process(request, resumed)
         if not spec.get("export") or code != 0 or "adapter" not in self.store.get(self.job.id).artifacts:
             self._conclude(code)
             return
@@ -223,7 +226,8 @@ class Supervisor:
 
     def run_step(self, entry: tuple[str, ...], spec: dict[str, Any], spec_name: str) -> int | None:
         path = export_stage.write_spec(self.workspace / spec_name, spec)
-        return self._run_process(RunRequest(self.job.id, self.workspace, path, entry=entry))
+        request = RunRequest(self.job.id, self.workspace, path, entry=entry, gpu_indices=self.gpu_indices)
+        return self._run_process(request)
 
     def artifacts(self) -> dict[str, str]:
         return self.store.get(self.job.id).artifacts
@@ -278,9 +282,10 @@ class Supervisor:
             return
         previous = [a.outcome for a in job.attempts if a.outcome in remedy.REMEDIED_OUTCOMES]
         train = job.spec.get("train", {})
-        cure = remedy.remedy_for(self._last_error_code, self._last_error, train, previous)
+        cuda = bool(self.gpu_indices)
+        cure = remedy.remedy_for(self._last_error_code, self._last_error, train, previous, cuda)
         if cure is None:
-            final = remedy.diagnosis(self._last_error_code, self._explained(), previous)
+            final = remedy.diagnosis(self._last_error_code, self._explained(), previous, cuda)
             self._fail("failed", self._last_error, final)
             return
         self.daemon_log(f"self-healing: {cure.reason}", level="warning")

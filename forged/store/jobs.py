@@ -59,6 +59,7 @@ class AttemptRecord:
     host: str
     pid: int | None
     pid_started: float | None
+    gpu_indices: tuple[int, ...] = ()
 
 
 @dataclass
@@ -86,6 +87,12 @@ class JobRecord:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    @property
+    def gpu_indices(self) -> tuple[int, ...]:
+        """The GPUs the job runs on now (its running attempt's); empty when not running or on the CPU."""
+        current = self.attempts[-1] if self.attempts else None
+        return current.gpu_indices if current is not None and current.outcome == "running" else ()
 
 
 def new_job_id() -> str:
@@ -135,6 +142,7 @@ def _record(job: Any, attempts: list[Any]) -> JobRecord:
                 a.host,
                 a.pid,
                 a.pid_started,
+                tuple(a.gpu_indices or ()),
             )
             for a in sorted(attempts, key=lambda a: a.number)
         ],
@@ -391,15 +399,25 @@ class JobStore:
             ),
         )
 
-    def claim(self, job_id: str, host: str) -> JobRecord | None:
-        """queued -> running with a new attempt row; None if someone else got there first."""
+    def claim(self, job_id: str, host: str, gpu_indices: tuple[int, ...] | None = None) -> JobRecord | None:
+        """queued -> running with a new attempt row on these GPUs (None: no GPU placement, the CPU);
+        None if someone else got there first."""
         with self._write() as s:
             # FOR UPDATE is a no-op on SQLite (forged's write lock serialises) and a row lock on PostgreSQL.
             job = s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
             if job is None or job.state != QUEUED:
                 return None
             number = (s.scalar(select(func.max(Attempt.number)).where(Attempt.job_id == job_id)) or 0) + 1
-            s.add(Attempt(job_id=job_id, number=number, started_at=_now(), outcome="running", host=host))
+            s.add(
+                Attempt(
+                    job_id=job_id,
+                    number=number,
+                    started_at=_now(),
+                    outcome="running",
+                    host=host,
+                    gpu_indices=None if gpu_indices is None else list(gpu_indices),
+                )
+            )
             s.flush()
             self._transition(s, job_id, RUNNING, f"attempt {number} started")
         return self.get(job_id)

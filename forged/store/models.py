@@ -76,6 +76,7 @@ class Attempt(Base):
     host: Mapped[str] = mapped_column(String(255), default="")
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pid_started: Mapped[float | None] = mapped_column(nullable=True)
+    gpu_indices: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)  # None: no GPU placement
 
 
 class Event(Base):

@@ -21,6 +21,6 @@ HPARAM_FIELDS: tuple[str, ...] = (
 # What a user may set on the command line: the model and every hyper-parameter.
 OVERRIDABLE_FIELDS: tuple[str, ...] = ("model", *HPARAM_FIELDS)
 # Settings forged's self-healing may turn on for a job's next attempt; the planner leaves them alone.
-HEALING_FIELDS: tuple[str, ...] = ("gradient_checkpointing",)
+HEALING_FIELDS: tuple[str, ...] = ("gradient_checkpointing", "seq_cap_percentile", "no_fp16")
 # Everything the runner receives as `hparams`.
 RUNNER_FIELDS: tuple[str, ...] = (*HPARAM_FIELDS, *HEALING_FIELDS)

@@ -112,7 +112,7 @@ def test_the_model_must_fit_the_free_gpu_memory(fake: GeminiFake) -> None:
     assert plan.spec["model"] == "llama-3.2-1b"
     assert plan.spec["micro_batch_size"] < 256
     assert "lowered to" in reasons(plan)["micro_batch_size"]
-    assert llm_plan.memory_bytes(plan.spec, cuda=True) <= 12 * GIB * (1 - llm_plan.VRAM_HEADROOM)
+    assert plan.memory_bytes <= 12 * GIB * (1 - llm_plan.VRAM_HEADROOM)
 
 
 def test_the_users_settings_always_win(fake: GeminiFake) -> None:

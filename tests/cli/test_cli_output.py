@@ -181,6 +181,15 @@ def test_tables_render() -> None:
         driver_version="550.1",
     )
     assert "NVIDIA H100" in _render([output.gpus_table(probe)])
+    busy = hardware_pb2.Gpu(
+        index=1,
+        name="NVIDIA H100",
+        memory_total_bytes=80 << 30,
+        memory_free_bytes=60 << 30,
+        utilization_percent=37,
+    )
+    line = output.hardware_line(hardware_pb2.ProbeResponse(gpus=[busy], cpu_count=32))
+    assert line.startswith("GPU 1 NVIDIA H100: 60") and "free of 80" in line and "37% busy" in line
     assert output.hardware_line(
         hardware_pb2.ProbeResponse(message="no NVIDIA GPU found", cpu_count=2)
     ).startswith("no NVIDIA GPU found")

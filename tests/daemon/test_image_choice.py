@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from forged.executors.images import ImageChoice, image_for_capability, image_tag, parse_capability
+from forged.executors.images import (
+    ImageChoice,
+    device_requests,
+    image_for_capability,
+    image_tag,
+    parse_capability,
+)
 from runner_image import image_versions
 
 
@@ -52,3 +58,18 @@ def test_a_malformed_capability_is_refused_clearly() -> None:
     assert parse_capability("8.6") == (8, 6)
     with pytest.raises(ValueError, match=r"compute capability '86' is not of the form MAJOR\.MINOR"):
         parse_capability("86")
+
+
+def test_a_containers_device_request_names_exactly_the_jobs_gpus() -> None:
+    (by_uuid,) = device_requests(["GPU-6f1a", "GPU-77c0"])
+    # The Engine API's HostConfig.DeviceRequests entry, as `docker run --gpus '"device=..."'` sends it.
+    assert dict(by_uuid) == {
+        "Driver": "nvidia",
+        "Count": 0,
+        "DeviceIDs": ["GPU-6f1a", "GPU-77c0"],
+        "Capabilities": [["gpu"]],
+        "Options": {},
+    }
+    (by_index,) = device_requests([1])
+    assert by_index["DeviceIDs"] == ["1"]
+    assert device_requests([]) == [], "a CPU job asks for no device at all"

@@ -46,9 +46,17 @@ def test_a_job_that_cannot_be_healed_fails_with_a_diagnosis(tmp_path: Path) -> N
         done = forged.wait_until(job.id, lambda j: j.state in TERMINAL)
 
         assert done.state == S.JOB_STATE_FAILED
-        # The ladder: a smaller micro-batch, then gradient checkpointing, then nothing is left.
-        assert [a.outcome for a in done.attempts] == ["oom", "oom", "failed"]
+        # The ladder: a smaller micro-batch, gradient checkpointing, a sequence cap; 4-bit needs a GPU, and
+        # then nothing is left.
+        assert [a.outcome for a in done.attempts] == ["oom", "oom", "oom", "failed"]
         assert "micro-batch 1 x accumulation 2" in done.attempts[0].reason
         assert "gradient checkpointing" in done.attempts[1].reason
-        assert (done.spec.train.micro_batch_size, done.spec.train.gradient_checkpointing) == (1, True)
-        assert "even micro-batch 1 with gradient checkpointing does not fit" in done.error
+        assert "99th percentile of their token lengths" in done.attempts[2].reason
+        train = done.spec.train
+        assert (train.micro_batch_size, train.gradient_checkpointing, train.seq_cap_percentile) == (
+            1,
+            True,
+            99,
+        )
+        assert "even micro-batch 1 with gradient checkpointing and sequences capped" in done.error
+        assert "4-bit base weights (QLoRA) were not tried: they need an NVIDIA GPU" in done.error

@@ -114,7 +114,8 @@ def test_an_overflow_skips_the_step_and_halves_the_scale_until_too_many_in_a_row
     _backward(layer, stepper, overflow=True)
     with pytest.raises(RunnerError) as info:
         stepper.step(20)
-    assert info.value.code == "nan_loss" and info.value.exit_code == EXIT_CRASH
+    # Under fp16, so forged's remedy can take the job off fp16 as well as lowering the learning rate.
+    assert info.value.code == "nan_loss_fp16" and info.value.exit_code == EXIT_CRASH
     assert f"{MAX_SKIPPED_IN_A_ROW} overflows in a row" in info.value.message
 
 
@@ -137,3 +138,15 @@ def test_precision_is_fp32_on_a_cpu_unless_forced(monkeypatch: pytest.MonkeyPatc
         pick_device()
     assert info.value.exit_code == EXIT_BAD_INPUT
     assert info.value.message == "FORGE_PRECISION='fp8' is not a precision: use bf16, fp16 or fp32"
+
+
+def test_no_fp16_trains_in_fp32_where_fp16_would_be_used(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # forged's remedy after a NaN under fp16; this CPU has no bf16-capable GPU, so fp32.
+    monkeypatch.setenv(precision.ENV, "fp16")
+    assert pick_device().scaled
+    assert pick_device(no_fp16=True) == Precision(torch.device("cpu"), None)
+    assert "fp16 is off for this job" in capsys.readouterr().out
+    monkeypatch.setenv(precision.ENV, "bf16")
+    assert pick_device(no_fp16=True).amp_dtype == torch.bfloat16, "only fp16 is avoided"

@@ -35,6 +35,10 @@ def test_qlora_without_an_nvidia_gpu_fails_before_loading_anything(tmp_path: Pat
     assert not (tmp_path / "output").exists() and not (tmp_path / "checkpoints").exists()
 
 
-def test_method_is_part_of_a_checkpoints_identity(tmp_path: Path) -> None:
+def test_switching_to_4_bit_continues_the_same_checkpoints(tmp_path: Path) -> None:
+    # forged's last out-of-memory rung resumes a LoRA run on 4-bit base weights: the adapter carries on.
     unset, lora, qlora = (fingerprint(parse_spec(_spec(tmp_path, m))) for m in (None, "lora", "qlora"))
-    assert unset == lora != qlora
+    assert unset == lora == qlora
+    # A QLoRA checkpoint written when the method was part of the identity is still recognised.
+    legacy = fingerprint(parse_spec(_spec(tmp_path, "qlora")), with_method=True)
+    assert legacy != qlora and fingerprint(parse_spec(_spec(tmp_path, "lora")), with_method=True) == lora

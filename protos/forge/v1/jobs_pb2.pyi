@@ -26,7 +26,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class TrainSpec(_message.Message):
-    __slots__ = ("model", "train_data", "val_data", "epochs", "max_steps", "micro_batch_size", "grad_accum", "learning_rate", "lora_rank", "lora_alpha", "lora_dropout", "max_seq_len", "seed", "checkpoint_every", "eval_every", "warmup_ratio", "goal", "export", "gradient_checkpointing", "method")
+    __slots__ = ("model", "train_data", "val_data", "epochs", "max_steps", "micro_batch_size", "grad_accum", "learning_rate", "lora_rank", "lora_alpha", "lora_dropout", "max_seq_len", "seed", "checkpoint_every", "eval_every", "warmup_ratio", "goal", "export", "gradient_checkpointing", "method", "seq_cap_percentile", "no_fp16")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TRAIN_DATA_FIELD_NUMBER: _ClassVar[int]
     VAL_DATA_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,8 @@ class TrainSpec(_message.Message):
     EXPORT_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    SEQ_CAP_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    NO_FP16_FIELD_NUMBER: _ClassVar[int]
     model: str
     train_data: str
     val_data: str
@@ -67,7 +69,9 @@ class TrainSpec(_message.Message):
     export: bool
     gradient_checkpointing: bool
     method: str
-    def __init__(self, model: _Optional[str] = ..., train_data: _Optional[str] = ..., val_data: _Optional[str] = ..., epochs: _Optional[int] = ..., max_steps: _Optional[int] = ..., micro_batch_size: _Optional[int] = ..., grad_accum: _Optional[int] = ..., learning_rate: _Optional[float] = ..., lora_rank: _Optional[int] = ..., lora_alpha: _Optional[int] = ..., lora_dropout: _Optional[float] = ..., max_seq_len: _Optional[int] = ..., seed: _Optional[int] = ..., checkpoint_every: _Optional[int] = ..., eval_every: _Optional[int] = ..., warmup_ratio: _Optional[float] = ..., goal: _Optional[str] = ..., export: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., method: _Optional[str] = ...) -> None: ...
+    seq_cap_percentile: float
+    no_fp16: bool
+    def __init__(self, model: _Optional[str] = ..., train_data: _Optional[str] = ..., val_data: _Optional[str] = ..., epochs: _Optional[int] = ..., max_steps: _Optional[int] = ..., micro_batch_size: _Optional[int] = ..., grad_accum: _Optional[int] = ..., learning_rate: _Optional[float] = ..., lora_rank: _Optional[int] = ..., lora_alpha: _Optional[int] = ..., lora_dropout: _Optional[float] = ..., max_seq_len: _Optional[int] = ..., seed: _Optional[int] = ..., checkpoint_every: _Optional[int] = ..., eval_every: _Optional[int] = ..., warmup_ratio: _Optional[float] = ..., goal: _Optional[str] = ..., export: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., method: _Optional[str] = ..., seq_cap_percentile: _Optional[float] = ..., no_fp16: _Optional[bool] = ...) -> None: ...
 
 class ExportSpec(_message.Message):
     __slots__ = ("source_job", "quant", "ollama_name", "no_ollama", "register_only", "skip_verify")
