@@ -47,6 +47,24 @@ def _fail(message: str) -> None:
     show_default=True,
     help="Jobs one user may run at once on a shared box (0: no limit).",
 )
+@click.option(
+    "--host-id",
+    default=None,
+    help="This host's name in a shared queue (--db postgresql://...). [default: HOSTNAME:STATE_DIR]",
+)
+@click.option(
+    "--shared-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Uploaded data and job workspaces (checkpoints). Several hosts on one queue need it on shared "
+    "storage at the same path everywhere. [default: the state dir]",
+)
+@click.option(
+    "--lease-seconds",
+    default=30.0,
+    show_default=True,
+    help="A running job whose host has not renewed its lease for this long is taken over by another host.",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def main(
@@ -60,6 +78,9 @@ def main(
     insecure_loopback: bool,
     max_jobs: int,
     max_jobs_per_user: int,
+    host_id: str | None,
+    shared_dir: Path | None,
+    lease_seconds: float,
     log_level: str,
 ) -> None:
     """The Forge daemon: owns the GPU queue, the runners and every job's state."""
@@ -81,6 +102,9 @@ def main(
             insecure_loopback=insecure_loopback,
             max_running_jobs=max_jobs,
             max_jobs_per_user=max_jobs_per_user,
+            host_id=host_id,
+            shared_dir=shared_dir.expanduser().resolve() if shared_dir else None,
+            lease_seconds=lease_seconds,
         )
     except (ConfigError, ValidationError) as exc:
         _fail(_first_error(exc))

@@ -45,7 +45,7 @@ class Daemon:
         self.db = open_database(config)
         self.bus = EventBus()
         self.store = JobStore(self.db, publish=self.bus.publish)
-        self.blobs = BlobStore(config.state_dir / "blobs", self.db)
+        self.blobs = BlobStore(config.files_dir / "blobs", self.db)
         self.auth = Authenticator(config.auth, UserStore(self.db))
         self.scheduler = Scheduler(
             self.store,
@@ -53,9 +53,11 @@ class Daemon:
             LocalExecutor(),
             max_running=config.max_running_jobs,
             max_per_user=config.max_jobs_per_user,
+            host=config.host,
+            lease_seconds=config.lease_seconds,
         )
         hardware = CachedProbe()
-        jobs_root = config.state_dir / "jobs"
+        jobs_root = config.files_dir / "jobs"
         jobs_root.mkdir(parents=True, exist_ok=True)
         self.server, self.health = build_server(
             self.auth,
@@ -109,6 +111,7 @@ class Daemon:
             pid=os.getpid(),
             auth=self.config.auth,
             database=self.db.dialect,
+            host=self.config.host,
             recovered_jobs=recovered,
             state_dir=str(self.config.state_dir),
         )

@@ -36,6 +36,7 @@ def job_to_pb(job: JobRecord, queue_position: int = 0, wait_reason: str = "") ->
         queue_position=queue_position,
         wait_reason=wait_reason,
         workspace=job.workspace,
+        host=job.host,  # set only while running
     )
     json_format.ParseDict(job.spec, pb.spec, ignore_unknown_fields=True)
     _ts(pb.created_at, job.created_at)
