@@ -66,8 +66,9 @@ class LeaseKeeper:
             held, cancel = self.store.renew_leases(self.host, ids, self.lease_seconds)
         except Exception as exc:
             silent = time.monotonic() - self._renewed_at
-            if silent > self.lease_seconds:
+            if silent > self.lease_seconds and not self.store.db.is_sqlite:
                 # Another host may already run these jobs; two runners in one workspace would corrupt it.
+                # (A SQLite file has one host: there is nobody to take over, so its jobs keep running.)
                 for job_id in ids:
                     self._on_lost(job_id, f"could not renew the lease for {silent:.0f}s: {exc}")
             raise

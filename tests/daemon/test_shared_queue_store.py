@@ -12,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect, select
 
+from forged.queue.leases import LeaseKeeper
 from forged.store import jobs as J
 from forged.store.db import MIGRATIONS, Database, sqlite_url
 from forged.store.jobs import JobStore, LeaseLost
@@ -147,3 +148,32 @@ def test_an_expired_lease_is_taken_back_by_another_host_and_only_then(hosts) -> 
     a.request_cancel(job.id)
     assert b.renew_leases("host-b", [job.id], 30.0) == ({job.id}, {job.id})
     assert Counter(x.outcome for x in b.get(job.id).attempts) == {"interrupted": 1, "running": 1}
+
+
+def test_the_heartbeat_stops_what_its_host_lost_and_passes_on_cancels(hosts) -> None:  # type: ignore[no-untyped-def]
+    a, b = hosts
+    slow, busy = (a.create("alice", f"r{i}", "one", 0, SPEC, "/w")[0].id for i in range(2))
+    a.claim(slow, "host-a", lease_seconds=0.5)
+    a.claim(busy, "host-a", lease_seconds=30)
+    heard: dict[str, list[str]] = {"lost": [], "cancel": [], "requeued": []}
+
+    def keeper(store: JobStore, name: str, local: list[str]) -> LeaseKeeper:
+        return LeaseKeeper(
+            store,
+            name,
+            lease_seconds=0.5,
+            interval=0.1,
+            local_jobs=lambda: local,
+            on_lost=lambda job_id, _why: heard["lost"].append(job_id),
+            on_cancel=heard["cancel"].append,
+            on_requeued=lambda: heard["requeued"].append(name),
+        )
+
+    time.sleep(0.7)  # host A stalled past its lease on `slow`; `busy` still has most of its 30 s
+    keeper(b, "host-b", []).tick()
+    assert heard["requeued"] == ["host-b"] and b.get(slow).state == J.QUEUED
+    b.request_cancel(busy)  # asked on host B; host A runs it
+    keeper(a, "host-a", [slow, busy]).tick()
+    assert heard["lost"] == [slow], "host A stops the job it no longer holds, and only that one"
+    assert heard["cancel"] == [busy], "host A hears the cancel asked for on host B"
+    assert a.get(busy).host == "host-a"
