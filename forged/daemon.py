@@ -11,6 +11,8 @@ from pathlib import Path
 
 import grpc
 import structlog
+from sqlalchemy import make_url
+from sqlalchemy.exc import OperationalError
 
 from forged.api.artifacts import ArtifactsService
 from forged.api.auth import Authenticator
@@ -34,8 +36,18 @@ log = structlog.get_logger("forged")
 
 def open_database(config: DaemonConfig) -> Database:
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = Database(config.database_url)
-    db.migrate()
+    shown = make_url(config.database_url).render_as_string(hide_password=True)
+    try:
+        db = Database(config.database_url)
+        db.migrate()
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"--db {shown} needs the Python package {exc.name}; "
+            "for PostgreSQL: pip install 'forge-llm[postgres]'"
+        ) from exc
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise ConfigError(f"cannot open the database {shown}: {reason}") from exc
     return db
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from forge.v1 import jobs_pb2 as S
-from harness import EXAMPLE_CSV, TERMINAL, Forged
+from harness import EXAMPLE_CSV, TERMINAL, Forged, forge_env
 from sqlalchemy import create_engine, text
 
 LEASE = "2"  # seconds: renewed every 0.4 s, so a dead host's job is free again within about 2.5 s
@@ -103,3 +106,22 @@ def test_a_killed_hosts_job_is_taken_over_after_its_lease_and_finishes_once(
     done = [e for e in events if e.WhichOneof("payload") == "state" and e.state.state in TERMINAL]
     assert [e.state.state for e in done] == [S.JOB_STATE_SUCCEEDED], "it finished exactly once"
     assert _attempt_hosts(postgres_url)[job.id] == ["host-a", "host-b"]
+
+
+def test_a_database_forged_cannot_reach_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again before forged dials it: nothing listens there
+    db = f"postgresql://forge:hunter2@127.0.0.1:{port}/forge"
+    out = subprocess.run(
+        [sys.executable, "-m", "forged", "--state-dir", str(tmp_path / "s"), "--db", db],
+        env=forge_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith(
+        f"forged: cannot open the database postgresql://forge:***@127.0.0.1:{port}/forge: "
+    )
+    assert len(out.stderr.strip().splitlines()) == 1 and "hunter2" not in out.stderr
