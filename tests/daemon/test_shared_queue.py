@@ -57,7 +57,7 @@ def _watch(d: Forged, job_id: str, out: dict[str, list[S.JobEvent]]) -> threadin
 def test_two_hosts_share_the_queue_and_never_run_a_job_twice(tmp_path: Path, postgres_url: str) -> None:
     with host(tmp_path, "host-a", postgres_url) as a, host(tmp_path, "host-b", postgres_url) as b:
         spec = a.train_spec(EXAMPLE_CSV, max_steps=1, val_data="", checkpoint_every=0)
-        jobs = [a.submit(spec) for _ in range(4)]
+        jobs = [a.submit(spec) for _ in range(3)]  # each host runs one at a time: both must take some
         # Host B follows every job, including those host A runs: it must see their events too.
         seen_on_b: dict[str, list[S.JobEvent]] = {}
         watchers = [_watch(b, j.id, seen_on_b) for j in jobs]
@@ -103,6 +103,7 @@ def test_a_killed_hosts_job_is_taken_over_after_its_lease_and_finishes_once(
     # Step 4's checkpoint was complete before A died (and A's runner saves another as it goes down).
     assert final.attempts[1].resumed_from_step >= 4, "host B resumed from A's checkpoint in the shared dir"
     assert final.metrics.steps == total
+    assert [e.seq for e in events] == list(range(1, final.last_seq + 1)), "A's events and B's, each once"
     done = [e for e in events if e.WhichOneof("payload") == "state" and e.state.state in TERMINAL]
     assert [e.state.state for e in done] == [S.JOB_STATE_SUCCEEDED], "it finished exactly once"
     assert _attempt_hosts(postgres_url)[job.id] == ["host-a", "host-b"]
