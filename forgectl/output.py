@@ -210,6 +210,7 @@ def job_to_dict(job: jobs_pb2.Job) -> dict[str, Any]:
         ],
         "queue_position": job.queue_position or None,
         "wait_reason": job.wait_reason or None,
+        "host": job.host or None,  # while running on a shared queue: the forged host that runs it
         "created_at": ts_to_iso(job.created_at),
         "started_at": ts_to_iso(job.started_at),
         "finished_at": ts_to_iso(job.finished_at),

@@ -89,6 +89,24 @@ def _fail(message: str) -> None:
     show_default=True,
     help="Seconds a failed job waits for the brain's diagnosis before the offline rules answer.",
 )
+@click.option(
+    "--host-id",
+    default=None,
+    help="This host's name in a shared queue (--db postgresql://...). [default: HOSTNAME:STATE_DIR]",
+)
+@click.option(
+    "--shared-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Uploaded data and job workspaces (checkpoints). Several hosts on one queue need it on shared "
+    "storage at the same path everywhere. [default: the state dir]",
+)
+@click.option(
+    "--lease-seconds",
+    default=30.0,
+    show_default=True,
+    help="A running job whose host has not renewed its lease for this long is taken over by another host.",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def main(
@@ -110,6 +128,9 @@ def main(
     gemini_url: str,
     brain_timeout: float,
     diagnosis_timeout: float,
+    host_id: str | None,
+    shared_dir: Path | None,
+    lease_seconds: float,
     log_level: str,
 ) -> None:
     """The Forge daemon: owns the GPU queue, the runners and every job's state."""
@@ -139,6 +160,9 @@ def main(
             gemini_url=gemini_url,
             brain_timeout=brain_timeout,
             diagnosis_timeout=diagnosis_timeout,
+            host_id=host_id,
+            shared_dir=shared_dir.expanduser().resolve() if shared_dir else None,
+            lease_seconds=lease_seconds,
         )
     except (ConfigError, ValidationError) as exc:
         _fail(_first_error(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 
 from forge import defaults
@@ -38,6 +39,10 @@ class DaemonConfig(BaseModel):
     gemini_url: str = ""  # empty: Google's endpoint; tests point it at a loopback fake
     brain_timeout: float = 60.0  # seconds per LLM request
     diagnosis_timeout: float = 60.0  # the most a failed job waits for the brain's diagnosis in all
+    # Several hosts on one PostgreSQL queue: each needs its own id, and all must see the same files.
+    host_id: str | None = None
+    shared_dir: Path | None = None  # blobs and job workspaces; shared storage for a multi-host queue
+    lease_seconds: float = 30.0
 
     @model_validator(mode="after")
     def _check(self) -> DaemonConfig:
@@ -65,6 +70,8 @@ class DaemonConfig(BaseModel):
                 raise ConfigError("a TCP address other than loopback needs --auth token")
         elif not self.listen.startswith("unix:"):
             raise ConfigError(f"--listen {self.listen}: use unix://PATH or tcp://HOST:PORT")
+        if self.lease_seconds < 1:
+            raise ConfigError(f"--lease-seconds {self.lease_seconds:g}: use 1 or more (30 is the default)")
         return self
 
     @property
@@ -77,6 +84,15 @@ class DaemonConfig(BaseModel):
     @property
     def keys_dir(self) -> Path:
         return self.state_dir / "keys"
+
+    @property
+    def host(self) -> str:
+        """Stable across restarts, distinct between two forged on one machine (their state dirs differ)."""
+        return self.host_id or f"{socket.gethostname()}:{self.state_dir}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.shared_dir or self.state_dir
 
     @property
     def database_url(self) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import grpc
 import structlog
+from sqlalchemy import make_url
+from sqlalchemy.exc import OperationalError
 
 from forged.api.artifacts import ArtifactsService
 from forged.api.auth import Authenticator
@@ -40,8 +42,18 @@ log = structlog.get_logger("forged")
 
 def open_database(config: DaemonConfig) -> Database:
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = Database(config.database_url)
-    db.migrate()
+    shown = make_url(config.database_url).render_as_string(hide_password=True)
+    try:
+        db = Database(config.database_url)
+        db.migrate()
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"--db {shown} needs the Python package {exc.name}; "
+            "for PostgreSQL: pip install 'forge-llm[postgres]'"
+        ) from exc
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise ConfigError(f"cannot open the database {shown}: {reason}") from exc
     return db
 
 
@@ -51,7 +63,7 @@ class Daemon:
         self.db = open_database(config)
         self.bus = EventBus()
         self.store = JobStore(self.db, publish=self.bus.publish)
-        self.blobs = BlobStore(config.state_dir / "blobs", self.db)
+        self.blobs = BlobStore(config.files_dir / "blobs", self.db)
         self.auth = Authenticator(config.auth, UserStore(self.db))
         hardware = self.hardware = GpuMonitor(config.gpu_refresh_seconds)
         self.brains = brain_selector(config)
@@ -64,8 +76,10 @@ class Daemon:
             gpus=hardware,
             slots_per_gpu=config.jobs_per_gpu,
             diagnoser=JobDiagnoser(self.brains, config.diagnosis_timeout),
+            host=config.host,
+            lease_seconds=config.lease_seconds,
         )
-        jobs_root = config.state_dir / "jobs"
+        jobs_root = config.files_dir / "jobs"
         jobs_root.mkdir(parents=True, exist_ok=True)
         projects = ProjectStore(self.db)
         self.server, self.health = build_server(
@@ -125,6 +139,7 @@ class Daemon:
             pid=os.getpid(),
             auth=self.config.auth,
             database=self.db.dialect,
+            host=self.config.host,
             recovered_jobs=recovered,
             state_dir=str(self.config.state_dir),
         )

@@ -39,6 +39,7 @@ def job_to_pb(job: JobRecord, queue_position: int = 0, wait_reason: str = "") ->
         diagnosis=job.diagnosis,
         diagnosis_brain=job.diagnosis_brain,
         gpu_indices=job.gpu_indices,
+        host=job.host,  # set only while running
     )
     json_format.ParseDict(job.spec, pb.spec, ignore_unknown_fields=True)
     _ts(pb.created_at, job.created_at)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +20,7 @@ from forged.brain.diagnosis import JobDiagnoser
 from forged.executors.base import Executor
 from forged.executors.local import stop_stale_process
 from forged.hardware.nvml import GpuInfo, GpuMonitor
+from forged.queue.leases import LeaseKeeper
 from forged.queue.placement import Decision, Need, Placed, never_fits, place
 from forged.queue.supervisor import Supervisor
 from forged.store import jobs as J
@@ -44,6 +46,8 @@ class Scheduler:
         diagnoser: JobDiagnoser | None = None,
         gpus: GpuMonitor | None = None,
         slots_per_gpu: int = 1,
+        host: str | None = None,
+        lease_seconds: float = J.DEFAULT_LEASE_SECONDS,
     ) -> None:
         """`max_running` None: as many jobs as the GPUs have slots (one on a machine without GPUs)."""
         self.diagnoser = diagnoser or JobDiagnoser()
@@ -55,7 +59,19 @@ class Scheduler:
         self.gpus = gpus
         self.slots_per_gpu = slots_per_gpu
         self.stale_grace = stale_grace
-        self.host = socket.gethostname()
+        self.host = host or socket.gethostname()
+        self.lease_seconds = lease_seconds
+        self.leases = LeaseKeeper(
+            store,
+            self.host,
+            lease_seconds,
+            # Five renewals per lease: a host must miss several in a row before another takes its jobs.
+            interval=lease_seconds / 5,
+            local_jobs=self.active_ids,
+            on_lost=self._lost,
+            on_cancel=self.cancel,
+            on_requeued=self.poke,
+        )
         self._active: dict[str, Supervisor] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -64,6 +80,7 @@ class Scheduler:
 
     def start(self) -> None:
         self._thread.start()
+        self.leases.start()
 
     @property
     def max_running(self) -> int:
@@ -101,9 +118,14 @@ class Scheduler:
     def recover(self) -> int:
         """Put every job a previous forged left running back in the queue; returns how many."""
         recovered = 0
+        shared = not self.store.db.is_sqlite
         for job in self.store.running():
+            if shared and job.host not in (self.host, ""):
+                continue  # another host's job: it renews its lease, or another host requeues it once expired
             current = job.attempts[-1] if job.attempts else None
-            on_this_host = current is not None and current.pid and current.host == self.host
+            # Before host ids, attempts recorded the bare hostname; SQLite means a single host anyway.
+            legacy = not shared and current is not None and current.host == socket.gethostname()
+            on_this_host = current is not None and current.pid and (current.host == self.host or legacy)
             if on_this_host and stop_stale_process(current.pid, current.pid_started, self.stale_grace):
                 log.info("stale_runner_stopped", job=job.id, pid=current.pid)
             if job.cancel_requested:
@@ -129,10 +151,21 @@ class Scheduler:
             sup = self._active.get(job_id)
         if sup is not None:
             sup.thread.join(timeout)
+            return
+        # Maybe running on another host of a shared queue: it sees the request at its next lease renewal.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.store.get(job_id).state == J.RUNNING:
+            time.sleep(0.2)
 
     def active_ids(self) -> list[str]:
         with self._lock:
-            return list(self._active)
+            return [job_id for job_id, sup in self._active.items() if sup.thread.is_alive()]
+
+    def _lost(self, job_id: str, why: str) -> None:
+        with self._lock:
+            sup = self._active.get(job_id)
+        if sup is not None:
+            sup.abandon(why)
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -175,6 +208,7 @@ class Scheduler:
             for job_id in [j for j, s in self._active.items() if not s.thread.is_alive()]:
                 del self._active[job_id]
             free = self.max_running - len(self._active)
+            busy = set(self._active)
         if free <= 0:
             return
         running = self._running_by_owner()
@@ -185,6 +219,8 @@ class Scheduler:
                 break
             if self.max_per_user and running[owner] >= self.max_per_user:
                 continue  # this user waits; the next user's job may start
+            if job_id in busy:
+                continue  # taken back from this host, whose abandoned runner is still being stopped
             placement: tuple[int, ...] | None = None  # no GPUs: the CPU, environment untouched
             if gpus:
                 decision = self._decide(self.store.get(job_id).spec, gpus)
@@ -192,7 +228,7 @@ class Scheduler:
                     unplaced += 1
                     continue  # it waits for room; a smaller job behind it may fit now
                 placement = decision.gpu_indices
-            job = self.store.claim(job_id, self.host, placement)
+            job = self.store.claim(job_id, self.host, gpu_indices=placement, lease_seconds=self.lease_seconds)
             if job is None:
                 continue
             sup = Supervisor(
@@ -226,4 +262,6 @@ class Scheduler:
                 log.warning("runner_did_not_stop_in_time", job=sup.job.id)
                 sup.kill()
                 sup.thread.join(10)
+        # Renewed until the runners have stopped: a checkpoint on SIGTERM can take longer than a lease.
+        self.leases.stop()
         self._thread.join(5)

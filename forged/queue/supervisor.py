@@ -72,9 +72,12 @@ class Supervisor:
         self.blobs = blobs
         self.executor = executor
         self.workspace = Path(job.workspace)
+        # The attempt this supervisor runs: it may close only that one (another host may have moved on).
+        self.attempt = job.attempts[-1].number if job.attempts else None
         self._handle: RunHandle | None = None
         self._lock = threading.Lock()
-        self._stop_reason: str | None = None  # "cancel" or "shutdown"
+        self._stop_reason: str | None = None  # "cancel", "shutdown" or "lost"
+        self._finishing = False
         self._last_error = ""
         self._last_error_code = ""
         self._last_hint = ""
@@ -101,6 +104,19 @@ class Supervisor:
             if self._handle is not None:
                 self._handle.kill()
 
+    def abandon(self, why: str) -> bool:
+        """This host no longer holds the job's lease: stop the runner now, without a checkpoint (another
+        host may be resuming in the same workspace), and leave the job's record to that host. False if
+        the attempt had already ended here."""
+        with self._lock:
+            if self._finishing:
+                return False
+            self._stop_reason = "lost"
+            if self._handle is not None:
+                self._handle.kill()
+        log.warning("lease_lost", job=self.job.id, attempt=self.attempt, why=why)
+        return True
+
     # -- the attempt ---------------------------------------------------------------------------------
     def emit(self, event: jobs_pb2.JobEvent) -> None:
         if event.WhichOneof("payload") == "error":
@@ -124,7 +140,11 @@ class Supervisor:
         train: dict[str, Any] | None = None,
         diagnosis: tuple[str, str] | None = None,
     ) -> None:
-        self.store.finish_attempt(self.job.id, outcome, reason, to, error, train=train, diagnosis=diagnosis)
+        with self._lock:
+            self._finishing = True
+        self.store.finish_attempt(
+            self.job.id, outcome, reason, to, error, train=train, diagnosis=diagnosis, attempt=self.attempt
+        )
         log.info("attempt_finished", job=self.job.id, outcome=outcome, state=to, reason=reason)
 
     def _fail(self, outcome: str, reason: str, error: str, code: str = "") -> None:
@@ -146,6 +166,8 @@ class Supervisor:
     def _run(self) -> None:
         try:
             self._attempt()
+        except J.LeaseLost:
+            log.warning("attempt_taken_over", job=self.job.id, attempt=self.attempt)
         except Exception as exc:  # a job must never take the daemon down with it
             log.exception("supervisor_crashed", job=self.job.id)
             self.emit(
@@ -197,7 +219,14 @@ class Supervisor:
                 return None
             self._handle = self.executor.start(request)
         handle = self._handle
-        self.store.set_attempt_process(self.job.id, handle.pid or 0, handle.pid_started or 0.0, resumed)
+        try:
+            self.store.set_attempt_process(
+                self.job.id, handle.pid or 0, handle.pid_started or 0.0, resumed, attempt=self.attempt
+            )
+        except J.LeaseLost:
+            handle.kill()
+            handle.wait()
+            raise
         log.info("process_started", job=self.job.id, entry=request.entry, pid=handle.pid, resumed=resumed)
         with (self.workspace / "runner.log").open("a", encoding="utf-8") as raw:
             for line in handle.lines():
@@ -244,6 +273,9 @@ class Supervisor:
     def _conclude(
         self, code: int | None, product: str = "adapter", exported_after_training: bool = False
     ) -> None:
+        if self._stop_reason == "lost":
+            log.info("attempt_abandoned", job=self.job.id, attempt=self.attempt)
+            return
         job = self.store.get(self.job.id)
         exporting = product == "gguf"
         if self._stop_reason == "cancel" or job.cancel_requested:

@@ -7,7 +7,7 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
 from forge.v1 import jobs_pb2
@@ -34,6 +34,8 @@ STATE_TO_PB = {
     CANCELLED: jobs_pb2.JOB_STATE_CANCELLED,
 }
 PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
+# How long a host's claim on a running job holds without a renewal (its heartbeat renews it well before).
+DEFAULT_LEASE_SECONDS = 30.0
 
 
 class JobNotFound(LookupError):
@@ -46,6 +48,10 @@ class AmbiguousJobId(LookupError):
 
 class InvalidTransition(RuntimeError):
     pass
+
+
+class LeaseLost(RuntimeError):
+    """The attempt is no longer the job's current one: another host took the job over."""
 
 
 @dataclass
@@ -80,6 +86,8 @@ class JobRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    host: str = ""
+    lease_expires_at: datetime | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     diagnosis: str = ""  # failed jobs: the likely cause and the fix
     diagnosis_brain: str = ""  # which brain wrote it: offline, gemini, local
@@ -101,6 +109,14 @@ def new_job_id() -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _db_now(s: Session | Connection) -> datetime:
+    """The database server's clock on PostgreSQL, so hosts whose clocks disagree still agree on leases."""
+    dialect = s.dialect if isinstance(s, Connection) else s.get_bind().dialect
+    if dialect.name == "sqlite":
+        return _now()
+    return _utc(s.scalar(select(func.now())))
 
 
 @overload
@@ -131,6 +147,8 @@ def _record(job: Any, attempts: list[Any]) -> JobRecord:
         created_at=_utc(job.created_at),
         started_at=_utc(job.started_at),
         finished_at=_utc(job.finished_at),
+        host=job.host,
+        lease_expires_at=_utc(job.lease_expires_at),
         attempts=[
             AttemptRecord(
                 a.number,
@@ -388,6 +406,8 @@ class JobStore:
             job.started_at = now
         if to in TERMINAL:
             job.finished_at = now
+        if to != RUNNING:
+            job.host, job.lease_expires_at = "", None
         if error is not None:
             job.error = error
         attempt_no = s.scalar(select(func.max(Attempt.number)).where(Attempt.job_id == job_id)) or 0
@@ -399,13 +419,22 @@ class JobStore:
             ),
         )
 
-    def claim(self, job_id: str, host: str, gpu_indices: tuple[int, ...] | None = None) -> JobRecord | None:
-        """queued -> running with a new attempt row on these GPUs (None: no GPU placement, the CPU);
-        None if someone else got there first."""
+    def claim(
+        self,
+        job_id: str,
+        host: str,
+        gpu_indices: tuple[int, ...] | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> JobRecord | None:
+        """queued -> running with a new attempt row on these GPUs (None: no GPU placement, the CPU) and
+        `host`'s lease on it; None if someone else got there first."""
         with self._write() as s:
-            # FOR UPDATE is a no-op on SQLite (forged's write lock serialises) and a row lock on PostgreSQL.
-            job = s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
-            if job is None or job.state != QUEUED:
+            # FOR UPDATE is a no-op on SQLite (forged's write lock serialises). On PostgreSQL SKIP LOCKED
+            # passes over a job another host is claiming this instant instead of waiting to lose to it.
+            job = s.scalars(
+                select(Job).where(Job.id == job_id, Job.state == QUEUED).with_for_update(skip_locked=True)
+            ).first()
+            if job is None:
                 return None
             number = (s.scalar(select(func.max(Attempt.number)).where(Attempt.job_id == job_id)) or 0) + 1
             s.add(
@@ -419,12 +448,15 @@ class JobStore:
                 )
             )
             s.flush()
+            job.host, job.lease_expires_at = host, _db_now(s) + timedelta(seconds=lease_seconds)
             self._transition(s, job_id, RUNNING, f"attempt {number} started")
         return self.get(job_id)
 
-    def set_attempt_process(self, job_id: str, pid: int, pid_started: float, resumed_from_step: int) -> None:
+    def set_attempt_process(
+        self, job_id: str, pid: int, pid_started: float, resumed_from_step: int, attempt: int | None = None
+    ) -> None:
         with self._write() as s:
-            a = self._current_attempt(s, job_id)
+            a = self._current_attempt(s, job_id, attempt)
             a.pid, a.pid_started, a.resumed_from_step = pid, pid_started, resumed_from_step
 
     def finish_attempt(
@@ -436,11 +468,14 @@ class JobStore:
         error: str | None = None,
         train: dict[str, Any] | None = None,
         diagnosis: tuple[str, str] | None = None,
+        attempt: int | None = None,
     ) -> JobRecord:
         """Close the running attempt and move the job on, in one transaction; `train` replaces the job's
-        train spec for its next attempt (self-healing); `diagnosis` is (text, brain) for a failed job."""
+        train spec for its next attempt (self-healing); `diagnosis` is (text, brain) for a failed job. With
+        `attempt`, only if that attempt is still the running one (LeaseLost otherwise): a host that lost its
+        lease must not close someone else's."""
         with self._write() as s:
-            a = self._current_attempt(s, job_id)
+            a = self._current_attempt(s, job_id, attempt)
             a.outcome, a.reason, a.ended_at = outcome, reason, _now()
             if train is not None or diagnosis is not None:
                 job = s.get(Job, job_id)
@@ -453,12 +488,14 @@ class JobStore:
         return self.get(job_id)
 
     @staticmethod
-    def _current_attempt(s: Session, job_id: str) -> Attempt:
+    def _current_attempt(s: Session, job_id: str, expected: int | None = None) -> Attempt:
         a = s.scalars(
             select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number.desc()).limit(1)
         ).first()
         if a is None:
             raise InvalidTransition(f"job {job_id} has no attempt")
+        if expected is not None and (a.number != expected or a.outcome != "running"):
+            raise LeaseLost(f"attempt {expected} of job {job_id} is no longer running")
         return a
 
     def request_cancel(self, job_id: str) -> JobRecord:
@@ -475,6 +512,52 @@ class JobStore:
 
     def running(self) -> list[JobRecord]:
         return self.list(owner=None, states=[RUNNING], limit=10_000)
+
+    # -- leases (several forged hosts on one database) ----------------------------------------------
+    def renew_leases(
+        self, host: str, job_ids: Iterable[str], lease_seconds: float
+    ) -> tuple[set[str], set[str]]:
+        """Extend `host`'s lease on those of `job_ids` it still holds. Returns (held, cancel requested):
+        a job missing from `held` was taken over by another host and must stop here."""
+        ids = list(job_ids)
+        if not ids:
+            return set(), set()
+        c = _JOBS.c
+        with self.db.write_core() as conn:
+            until = _db_now(conn) + timedelta(seconds=lease_seconds)
+            rows = list(
+                conn.execute(
+                    update(_JOBS)
+                    .where(c.id.in_(ids), c.host == host, c.state == RUNNING)
+                    .values(lease_expires_at=until)
+                    .returning(c.id, c.cancel_requested)
+                )
+            )
+        return {r.id for r in rows}, {r.id for r in rows if r.cancel_requested}
+
+    def requeue_expired(self, host: str) -> list[str]:
+        """Put back in the queue (or cancel, if asked) the running jobs of other hosts whose lease has run
+        out: their host died or lost the database. A host never takes back its own jobs this way."""
+        done: list[str] = []
+        with self._write() as s:
+            now = _db_now(s)
+            expired = s.scalars(
+                select(Job)
+                .where(Job.state == RUNNING, Job.lease_expires_at < now, Job.host != host)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for job in expired:
+                why = f"host {job.host} stopped renewing its lease"
+                a = self._current_attempt(s, job.id)
+                a.outcome, a.ended_at = ("cancelled" if job.cancel_requested else "interrupted"), _now()
+                if job.cancel_requested:
+                    a.reason = f"cancelled; {why}"
+                    self._transition(s, job.id, CANCELLED, a.reason)
+                else:
+                    a.reason = f"{why}; resumes from the last checkpoint"
+                    self._transition(s, job.id, QUEUED, a.reason)
+                done.append(job.id)
+        return done
 
     # -- events ------------------------------------------------------------------------------------
     def append_event(self, job_id: str, event: jobs_pb2.JobEvent) -> int:

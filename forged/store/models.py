@@ -39,6 +39,7 @@ class Job(Base):
         Index("ix_jobs_queue_by_owner", "state", "priority", "owner", "created_at"),
         Index("ix_jobs_owner_started", "owner", "started_at"),
         Index("ix_jobs_owner_project", "owner", "project", "created_at"),
+        Index("ix_jobs_state_lease", "state", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -58,6 +59,9 @@ class Job(Base):
     workspace: Mapped[str] = mapped_column(Text, default="")
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The forged host running the job and until when its lease holds; empty and None unless running.
+    host: Mapped[str] = mapped_column(String(255), default="")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
