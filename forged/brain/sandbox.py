@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import resource
 import shutil
 import signal
 import stat
@@ -170,6 +169,15 @@ def _bwrap_argv(wrapper: str, python: str, in_dir: Path, out_dir: Path) -> list[
     return argv
 
 
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SandboxUnavailable(
+            f"{name} is missing, so no resource limits can be set: apt-get install util-linux"
+        )
+    return path
+
+
 def _processes_of(uid: int) -> int:
     count = 0
     for entry in os.scandir("/proc"):
@@ -186,20 +194,21 @@ def _run(
     # The kernel counts every process of the uid against the limit, so leave room for those already running.
     nproc = _processes_of(uid) + limits.processes
 
-    def preexec() -> None:
-        for which, soft, hard in (
-            # SIGXCPU at the soft limit names the cause; the hard one (SIGKILL) stops a script ignoring it.
-            (resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 2),
-            (resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
-            (resource.RLIMIT_NPROC, nproc, nproc),
-            (resource.RLIMIT_FSIZE, limits.file_bytes, limits.file_bytes),
-            (resource.RLIMIT_CORE, 0, 0),
-        ):
-            resource.setrlimit(which, (soft, hard))
-        if drop:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+    # Limits and the uid switch are set by util-linux's prlimit and setpriv, which then exec the next step:
+    # Python code between fork and exec (preexec_fn) can crash the child of a threaded daemon like forged.
+    prefix = [
+        _tool("prlimit"),
+        # SIGXCPU at the soft limit names the cause; the hard one (SIGKILL) stops a script ignoring it.
+        f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 2}",
+        f"--as={limits.memory_bytes}",
+        f"--nproc={nproc}",
+        f"--fsize={limits.file_bytes}",
+        "--core=0",
+        "--",
+    ]
+    if drop:
+        prefix += [_tool("setpriv"), f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
+    argv = prefix + argv
 
     stdout_path, stderr_path = run_dir / "stdout", run_dir / "stderr"
     started = time.monotonic()
@@ -212,7 +221,6 @@ def _run(
             stderr=err,
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
             start_new_session=True,  # its own process group, so the wall-time kill takes the whole tree
-            preexec_fn=preexec,
         )
     timed_out = False
     status, rusage = 0, None
