@@ -58,7 +58,6 @@ class SandboxResult:
     stderr_tail: str
     reason: str  # one line when the sandbox stopped the script (timed out, memory limit, ...); else ""
     sandboxed: bool  # False: ran with rlimits only (no bubblewrap)
-    peak_rss_bytes: int  # of the script and everything it started
     wall_seconds: float
     out_dir: Path
 
@@ -223,22 +222,22 @@ def _run(
             start_new_session=True,  # its own process group, so the wall-time kill takes the whole tree
         )
     timed_out = False
-    status, rusage = 0, None
+    status = 0
     try:
         while True:
-            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() - started > limits.wall_seconds:
                 timed_out = True
                 _kill_tree(proc.pid)
-                _, status, rusage = os.wait4(proc.pid, 0)
+                _, status = os.waitpid(proc.pid, 0)
                 break
             time.sleep(_POLL_S)
     except BaseException:
         _kill_tree(proc.pid)
         with contextlib.suppress(ChildProcessError):
-            os.wait4(proc.pid, 0)
+            os.waitpid(proc.pid, 0)
         raise
     finally:
         proc.returncode = -1  # reaped here: keep Popen from waiting on a pid that is gone
@@ -253,7 +252,6 @@ def _run(
         stderr_tail=stderr_tail,
         reason=_reason(code, stderr_tail, limits, timed_out=timed_out),
         sandboxed=sandboxed,
-        peak_rss_bytes=(rusage.ru_maxrss * 1024) if rusage else 0,
         wall_seconds=elapsed,
         out_dir=out_dir,
     )

@@ -10,14 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
+import string
 import tempfile
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-_NON_WORD = re.compile(r"[\W_]+")
+# Punctuation to spaces, then split/join: several times faster than a regex over a million rows.
+_PUNCTUATION = str.maketrans(dict.fromkeys(string.punctuation, " "))
 # Long enough to tell real prompts apart, short enough that a million keys stay cheap.
 _KEY_CHARS = 400
 
@@ -29,7 +30,7 @@ def near_duplicate_key(record: dict[str, Any]) -> int:
         text = "\n".join(m["content"] for m in messages if m.get("role") == "user")
     else:
         text = str(record.get("text", ""))
-    return hash(_NON_WORD.sub(" ", text[: _KEY_CHARS * 2].casefold()).strip()[:_KEY_CHARS])
+    return hash(" ".join(text[: _KEY_CHARS * 2].casefold().translate(_PUNCTUATION).split())[:_KEY_CHARS])
 
 
 def choose_val(keys: Sequence[int], n_val: int, seed: int) -> bytearray:

@@ -132,7 +132,6 @@ def test_fork_bomb_is_stopped(tmp_path: Path) -> None:
 def test_unbounded_allocation_hits_the_memory_limit(tmp_path: Path) -> None:
     result, _ = run(tmp_path, "hoard = []\nwhile True:\n    hoard.append(bytearray(64 << 20))\n")
     assert result.reason.startswith("memory limit reached"), result
-    assert result.peak_rss_bytes < 1 << 30
 
 
 @needs_bwrap
