@@ -565,8 +565,9 @@ def test_val_fraction_range(tmp_path: Path) -> None:
 
 
 def test_stats(tmp_path: Path) -> None:
-    # Conversation lengths 1+k chars for k = 1..20 -> 2..21.
-    rows = [["q", "a" * k] for k in range(1, 21)] + [["q", ""], ["", "a"]]
+    # Conversation lengths 1+k chars for k = 1..20 -> 2..21; distinct one-letter prompts, since rows with
+    # the same prompt are near-duplicates that the split keeps together.
+    rows = [[chr(ord("a") + k), "a" * k] for k in range(1, 21)] + [["q", ""], ["", "a"]]
     src = write_csv(tmp_path, "s.csv", ["question", "answer", "category"], [[*r, "c"] for r in rows])
     stats = prepare(src, "s.csv", tmp_path / "out", seed=3).stats
     assert stats == DatasetStats(
@@ -580,19 +581,20 @@ def test_stats(tmp_path: Path) -> None:
         chars_p50=11,
         chars_p95=20,
         chars_max=21,
+        kind="chat",
     )
 
 
 def test_no_partial_output(tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare(qa_csv(tmp_path, 12), "qa.csv", out, seed=1)
-    assert sorted(p.name for p in out.iterdir()) == ["train.jsonl", "val.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["prepare_script.py", "train.jsonl", "val.jsonl"]
     # A failing prepare leaves the previous good split untouched and no temp files behind.
     before = (out / "train.jsonl").read_bytes()
     with pytest.raises(DataError):
         prepare(write(tmp_path, "bad.csv", b""), "bad.csv", out, seed=1)
     assert (out / "train.jsonl").read_bytes() == before
-    assert sorted(p.name for p in out.iterdir()) == ["train.jsonl", "val.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["prepare_script.py", "train.jsonl", "val.jsonl"]
 
 
 def test_example_csv_prepares(tmp_path: Path) -> None:
