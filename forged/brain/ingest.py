@@ -3,7 +3,8 @@
 Two row kinds come out: chat rows `{"messages": [{"role", "content", "weight"?}, ...]}` for fine-tuning and
 document rows `{"text": "..."}` for continued pre-training. The runner (runner_image/data.py) reads both.
 
-Everything here runs inside the daemon, so it uses only the standard library and pydantic: no torch, no
+Everything here runs inside the daemon, so it uses only the standard library and pydantic (plus pyarrow for
+Parquet and charset-normalizer for non-UTF-8 text, both imported only when a file needs them): no torch, no
 pandas. Every problem with the user's file surfaces as a `DataError` whose text is one line saying what is
 wrong and how to fix it; the gRPC layer maps it to INVALID_ARGUMENT and the CLI prints it as is.
 """
@@ -28,6 +29,8 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from forged.brain.decode import Decoded, DecodeError, decode
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -45,7 +48,7 @@ Conversation = list[Message]
 Document = str
 Example = Conversation | Document
 
-SourceFormat = Literal["csv", "tsv", "json", "jsonl", "text"]
+SourceFormat = Literal["csv", "tsv", "json", "jsonl", "parquet", "text"]
 
 TEXT_LAYOUT = "text"
 # Columns that may sit next to "text" in pre-training dumps (RedPajama, Dolma) without being content.
@@ -109,7 +112,6 @@ class PreparedData(BaseModel):
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"PK\x03\x04", "is a zip archive (an Excel .xlsx workbook?): open it and export it as 'CSV UTF-8'"),
     (b"\x1f\x8b", "is gzip-compressed: decompress it first (gunzip) and give the .csv/.jsonl inside"),
-    (b"PAR1", "is a Parquet file: convert it to JSONL or CSV first"),
     (b"%PDF", "is a PDF: extract the examples into a CSV with prompt,response columns"),
     (b"SQLite format 3", "is a SQLite database: export the table as CSV first"),
 )
@@ -120,9 +122,45 @@ _WRAPPER_KEYS = frozenset({"data", "train", "examples", "records", "rows", "item
 _CSV_FIELD_LIMIT = 2**31 - 1
 
 
+_PARQUET_MAGIC = b"PAR1"
+# Rows per Arrow record batch: bounded memory for the columnar buffers of a wide file.
+_PARQUET_BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A user's file read into records, and what reading it found out about the file itself."""
+
+    records: list[dict[str, Any]]
+    format: SourceFormat
+    encoding: str  # the text encoding ("utf-8", "cp1252", ...); "binary" for Parquet
+    # A JSONL file whose last record stops mid-way (an interrupted export): its line number, and the record
+    # is not in `records`. 0 when the file ends cleanly.
+    truncated_line: int = 0
+    delimiter: str = ""  # the separator of a CSV/TSV file
+
+
 def load_records(path: Path, name: str) -> tuple[list[dict[str, Any]], SourceFormat]:
-    """Read `path` (uploaded as `name`) into a list of records and report the format it really is."""
-    text = _read_text(path, name)
+    """Read `path` (uploaded as `name`) into a list of records and report the format it really is.
+
+    A JSONL file cut off in its last record is refused here; `read_data` reports it instead, for callers
+    that drop and count it."""
+    loaded = read_data(path, name)
+    if loaded.truncated_line:
+        raise DataError(
+            f"{name} line {loaded.truncated_line} is not valid JSON: the last record stops mid-way, as if "
+            "the file was cut off; remove that line or export the file again"
+        )
+    return loaded.records, loaded.format
+
+
+def read_data(path: Path, name: str) -> Loaded:
+    """Read `path` (uploaded as `name`): CSV, TSV, JSON, JSONL, Parquet or plain text, in any common
+    encoding. Every problem is a one-line DataError."""
+    if _starts_with(path, _PARQUET_MAGIC):
+        return Loaded(_require_records(_read_parquet(path, name), name), "parquet", "binary")
+    decoded = _read_text(path, name)
+    text = decoded.text
     ext = Path(name).suffix.lower()
     head = text.lstrip()[:1]
 
@@ -131,9 +169,10 @@ def load_records(path: Path, name: str) -> tuple[list[dict[str, Any]], SourceFor
         parsed = _try_json_document(text)
         if parsed is not None:
             records, fmt = _records_from_document(parsed, name, ext)
-            return _require_records(records, name), fmt
+            return Loaded(_require_records(records, name), fmt, decoded.encoding)
         if head == "{":
-            return _require_records(_parse_jsonl(text, name), name), "jsonl"
+            records, truncated = _parse_jsonl(text, name)
+            return Loaded(_require_records(records, name), "jsonl", decoded.encoding, truncated)
         if ext not in (".csv", ".tsv", ".tab", ".txt"):
             _raise_json_error(text, name)
 
@@ -149,8 +188,8 @@ def load_records(path: Path, name: str) -> tuple[list[dict[str, Any]], SourceFor
         # Excel's "Text (Tab delimited)" export is a .txt too: a table only if its header names a layout.
         table = _parse_csv(text, name, delimiter) if delimiter else []
         if table and _known_layout(_column_spellings(table)):
-            return table, "tsv" if delimiter == "\t" else "csv"
-        return _documents(text), "text"
+            return Loaded(table, "tsv" if delimiter == "\t" else "csv", decoded.encoding, delimiter=delimiter)
+        return Loaded(_documents(text), "text", decoded.encoding)
     if delimiter is None:
         raise DataError(
             f"{name} looks like plain text without columns: name it .txt to train on it as plain text "
@@ -162,7 +201,34 @@ def load_records(path: Path, name: str) -> tuple[list[dict[str, Any]], SourceFor
         raise DataError(
             f"{name} has a header but no rows: add at least {MIN_EXAMPLES_FOR_VAL} examples below the header"
         )
-    return records, fmt
+    return Loaded(records, fmt, decoded.encoding, delimiter=delimiter)
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError as exc:
+        raise DataError(
+            f"cannot read {path.name}: {exc.strerror or exc}; check the path and permissions"
+        ) from exc
+
+
+def _read_parquet(path: Path, name: str) -> list[dict[str, Any]]:
+    # Imported here: only Parquet uploads pay for pyarrow, and the daemon starts without it.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records: list[dict[str, Any]] = []
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+            records.extend(batch.to_pylist())
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(
+            f"{name} cannot be read as Parquet ({_short(exc)}): the file is damaged or not Parquet; export "
+            "it again, or give CSV or JSONL"
+        ) from None
+    return records
 
 
 _BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+")
@@ -181,7 +247,7 @@ def _documents(text: str) -> list[dict[str, Any]]:
     return [{"text": p} for p in paragraphs if p.strip()]
 
 
-def _read_text(path: Path, name: str) -> str:
+def _read_text(path: Path, name: str) -> Decoded:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -196,23 +262,16 @@ def _read_text(path: Path, name: str) -> str:
     for magic, what in _MAGIC:
         if data.startswith(magic):
             raise DataError(f"{name} {what}")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{name} is UTF-16 text: re-save it as UTF-8 (in Excel: Save As → 'CSV UTF-8')")
-    if b"\x00" in data:
-        raise DataError(
-            f"{name} looks like a binary file (it contains NUL bytes), not text: export your data as "
-            "CSV or JSONL in UTF-8 (if it is UTF-16 text, re-save it as UTF-8)"
-        )
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        bad = data[exc.start : exc.start + 1].hex()
+        decoded = decode(data)
+    except DecodeError as exc:
+        raise DataError(f"{name} {exc}") from None
+    if not decoded.text.strip():  # a UTF-16 byte-order mark and nothing else
         raise DataError(
-            f"{name} is not valid UTF-8: byte 0x{bad} at offset {exc.start} (line {line}) cannot be "
-            "decoded; re-save the file as UTF-8 (in Excel: Save As → 'CSV UTF-8')"
-        ) from None
-    return text.removeprefix("\ufeff")
+            f"{name} is empty: add a header row (e.g. prompt,response) and at least "
+            f"{MIN_EXAMPLES_FOR_VAL} examples"
+        )
+    return decoded
 
 
 def _try_json_document(text: str) -> Any | None:
@@ -257,16 +316,22 @@ def _short(exc: BaseException) -> str:
     return text[:120]
 
 
-def _parse_jsonl(text: str, name: str) -> list[dict[str, Any]]:
+def _parse_jsonl(text: str, name: str) -> tuple[list[dict[str, Any]], int]:
+    """The records, and the line number of a last record that was cut off (0 if none)."""
     records: list[dict[str, Any]] = []
     # Split on \n only: str.splitlines() would also split on U+2028, which JSON allows inside strings.
-    for lineno, raw in enumerate(text.split("\n"), start=1):
+    lines = text.split("\n")
+    last = max((i for i, raw in enumerate(lines, start=1) if raw.strip()), default=0)
+    for lineno, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
+            # An interrupted export stops inside the last object; a typo elsewhere is the user's to fix.
+            if lineno == last and lineno > 1 and not line.endswith("}"):
+                return records, lineno
             raise DataError(
                 f"{name} line {lineno} is not valid JSON ({exc.msg} at column {exc.colno}): fix or remove "
                 f"that line; each line must be one object like {_EXAMPLE_RECORD}"
@@ -278,7 +343,7 @@ def _parse_jsonl(text: str, name: str) -> list[dict[str, Any]]:
         if not isinstance(rec, dict):
             raise DataError(_not_an_object(name, f"line {lineno}", rec))
         records.append(rec)
-    return records
+    return records, 0
 
 
 def _require_records(records: list[Any], name: str) -> list[dict[str, Any]]:
@@ -398,29 +463,40 @@ def to_examples(
     Problems that are the file's layout rather than a row's (tool-call turns, a weight other than 0 or 1)
     stop the whole file with a DataError, because dropping them would silently train something else.
     """
-    spellings = _column_spellings(records)
+    results, layout = row_results(records, name)
     dropped: Counter[str] = Counter()
+    examples = _collect(results, dropped)
+    if not examples:
+        raise DataError(_nothing_usable_message(name, len(records), dropped))
+    return examples, layout, dropped
+
+
+def row_results(
+    records: Sequence[Mapping[str, Any]], name: str = "the data"
+) -> tuple[list[Example | Dropped], str]:
+    """Each record's example, or why it cannot be one (a `Dropped`), in file order, and the layout's name.
+
+    What `to_examples` builds on, for callers (study) that report which rows fail and why. Raises the same
+    file-level DataErrors."""
+    spellings = _column_spellings(records)
     system_keys = spellings.get("system", ())
 
     def system_of(rec: Mapping[str, Any]) -> str:
         return _text(_get(rec, system_keys)) if system_keys else ""
 
-    examples: list[Example]
+    results: list[Example | Dropped]
     if "messages" in spellings or "conversations" in spellings:
         key = "messages" if "messages" in spellings else "conversations"
         layout = key + ("+system" if system_keys else "")
         _reject_tool_calls(records, spellings[key], name)
-        examples = _collect(
-            (
-                _from_turns(_get(rec, spellings[key]), system_of(rec), f"record {i} of {name}")
-                for i, rec in enumerate(records, start=1)
-            ),
-            dropped,
-        )
+        results = [
+            _from_turns(_get(rec, spellings[key]), system_of(rec), f"record {i} of {name}")
+            for i, rec in enumerate(records, start=1)
+        ]
     elif _is_text_layout(spellings):
         layout = TEXT_LAYOUT
         text_keys = spellings["text"]
-        examples = _collect((_from_text(_get(rec, text_keys)) for rec in records), dropped)
+        results = [_from_text(_get(rec, text_keys)) for rec in records]
     else:
         flat = _match_flat_layout(spellings)
         if flat is None:
@@ -430,32 +506,26 @@ def to_examples(
         layout = "/".join(parts) + ("+system" if system_keys else "")
         prompt_keys, answer_keys = spellings[flat.prompt], spellings[flat.answer]
         extra_keys = spellings[extra] if extra else ()
-        examples = _collect(
-            (
-                _from_flat(
-                    _text(_get(rec, prompt_keys)),
-                    _text(_get(rec, extra_keys)) if extra_keys else "",
-                    _text(_get(rec, answer_keys)),
-                    system_of(rec),
-                )
-                for rec in records
-            ),
-            dropped,
-        )
-
-    if not examples:
-        raise DataError(_nothing_usable_message(name, len(records), dropped))
-    return examples, layout, dropped
+        results = [
+            _from_flat(
+                _text(_get(rec, prompt_keys)),
+                _text(_get(rec, extra_keys)) if extra_keys else "",
+                _text(_get(rec, answer_keys)),
+                system_of(rec),
+            )
+            for rec in records
+        ]
+    return results, layout
 
 
-class _Dropped(str):
+class Dropped(str):
     """Why a record was dropped (a str subclass, so it cannot be mistaken for a document)."""
 
 
-def _collect(results: Iterable[Example | _Dropped], dropped: Counter[str]) -> list[Example]:
+def _collect(results: Iterable[Example | Dropped], dropped: Counter[str]) -> list[Example]:
     examples: list[Example] = []
     for result in results:
-        if isinstance(result, _Dropped):
+        if isinstance(result, Dropped):
             dropped[str(result)] += 1
         else:
             examples.append(result)
@@ -491,7 +561,7 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value.strip()
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False, default=str)
     return str(value).strip()
 
 
@@ -528,25 +598,25 @@ def _known_layout(spellings: Mapping[str, tuple[str, ...]]) -> bool:
     )
 
 
-def _from_text(value: Any) -> Document | _Dropped:
+def _from_text(value: Any) -> Document | Dropped:
     if not isinstance(value, str):
-        return _Dropped("non-text document") if value is not None else _Dropped("empty text")
+        return Dropped("non-text document") if value is not None else Dropped("empty text")
     # Only surrounding blank lines go: a document's first-line indentation can be content (code, verse).
     doc = value.strip("\r\n")
     if not doc.strip():
-        return _Dropped("empty text")
+        return Dropped("empty text")
     if _is_repetitive(doc):
-        return _Dropped("repetitive text")
+        return Dropped("repetitive text")
     return doc
 
 
-def _from_flat(prompt: str, extra: str, answer: str, system: str) -> Conversation | _Dropped:
+def _from_flat(prompt: str, extra: str, answer: str, system: str) -> Conversation | Dropped:
     if not answer:
-        return _Dropped("empty response")
+        return Dropped("empty response")
     if not prompt:
-        return _Dropped("empty prompt")
+        return Dropped("empty prompt")
     if _is_repetitive(answer):
-        return _Dropped("repetitive response")
+        return Dropped("repetitive response")
     if extra and not _is_placeholder(extra):
         prompt = f"{prompt}\n\n{extra}"
     conv: Conversation = []
@@ -576,6 +646,21 @@ def _reject_tool_calls(records: Sequence[Mapping[str, Any]], turn_keys: tuple[st
     a format no runtime parses; dropping those conversations would silently train a different model (the
     plain answers in such sets were written with the tools in view). So the whole file stops here.
     """
+    tool_records, signs = tool_call_use(records, turn_keys)
+    if tool_records:
+        what = ", ".join(sign if sign.startswith("a ") else f"'{sign}'" for sign, _ in signs.most_common(4))
+        raise DataError(
+            f"{tool_records} of {len(records)} conversations in {name} use tool calling ({what}), which "
+            "Forge cannot train yet: every model family formats tool calls differently; remove those "
+            "conversations (and any tools field) to train on the plain chats, or write each call out as "
+            "ordinary user/assistant text"
+        )
+
+
+def tool_call_use(
+    records: Sequence[Mapping[str, Any]], turn_keys: tuple[str, ...]
+) -> tuple[int, Counter[str]]:
+    """How many records use tool calling, and the signs of it ('function_call', 'a tools field') by count."""
     tool_records = 0
     signs: Counter[str] = Counter()
     for rec in records:
@@ -586,14 +671,7 @@ def _reject_tool_calls(records: Sequence[Mapping[str, Any]], turn_keys: tuple[st
         if found:
             tool_records += 1
             signs.update(found)
-    if tool_records:
-        what = ", ".join(sign if sign.startswith("a ") else f"'{sign}'" for sign, _ in signs.most_common(4))
-        raise DataError(
-            f"{tool_records} of {len(records)} conversations in {name} use tool calling ({what}), which "
-            "Forge cannot train yet: every model family formats tool calls differently; remove those "
-            "conversations (and any tools field) to train on the plain chats, or write each call out as "
-            "ordinary user/assistant text"
-        )
+    return tool_records, signs
 
 
 def _as_list(turns: Any) -> list[Any]:
@@ -633,50 +711,50 @@ def _weight(turn: Mapping[str, Any], role: Role, index: int, where: str) -> Lite
     return 1 if weight == 1 else 0
 
 
-def _from_turns(turns: Any, system: str, where: str) -> Conversation | _Dropped:
+def _from_turns(turns: Any, system: str, where: str) -> Conversation | Dropped:
     """OpenAI `messages` (role/content/weight) or ShareGPT `conversations` (from/value)."""
     if isinstance(turns, str):
         # CSV exports store the list as a JSON string.
         try:
             turns = json.loads(turns)
         except json.JSONDecodeError:
-            return _Dropped("malformed messages")
+            return Dropped("malformed messages")
     if not isinstance(turns, list):
-        return _Dropped("malformed messages")
+        return Dropped("malformed messages")
     conv: Conversation = []
     for index, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            return _Dropped("malformed messages")
+            return Dropped("malformed messages")
         raw_role = turn.get("role", turn.get("from"))
         if not isinstance(raw_role, str):
-            return _Dropped("malformed messages")
+            return Dropped("malformed messages")
         role = _ROLE_MAP.get(raw_role.strip().lower())
         if role is None:
-            return _Dropped(f"unsupported role '{raw_role.strip()[:40]}'")
+            return Dropped(f"unsupported role '{raw_role.strip()[:40]}'")
         weight = _weight(turn, role, index, where)
         content = _turn_content(turn.get("content", turn.get("value")))
         if content is None:
-            return _Dropped("non-text content")
+            return Dropped("non-text content")
         if not content:
             if role == "system":
                 continue
-            return _Dropped("empty response" if role == "assistant" else "empty prompt")
+            return Dropped("empty response" if role == "assistant" else "empty prompt")
         if role == "assistant" and _is_repetitive(content):
-            return _Dropped("repetitive response")
+            return Dropped("repetitive response")
         message: Message = {"role": role, "content": content}
         if role == "assistant" and weight is not None:
             message["weight"] = weight
         conv.append(message)
 
     if not any(m["role"] == "assistant" for m in conv):
-        return _Dropped("no assistant turn" if any(m["role"] == "user" for m in conv) else "no user turn")
+        return Dropped("no assistant turn" if any(m["role"] == "user" for m in conv) else "no user turn")
     # Turns after the last trained answer carry no training signal; cut them rather than lose the record.
     while conv and not _trained(conv[-1]):
         conv.pop()
     if not conv:
-        return _Dropped("every assistant turn has weight 0")
+        return Dropped("every assistant turn has weight 0")
     if not any(m["role"] == "user" for m in conv):
-        return _Dropped("no user turn")
+        return Dropped("no user turn")
     if system and conv[0]["role"] != "system":
         conv.insert(0, {"role": "system", "content": system})
     return conv
