@@ -572,7 +572,7 @@ def _match_flat_layout(spellings: Mapping[str, tuple[str, ...]]) -> _FlatLayout 
     return None
 
 
-def _is_placeholder(text: str) -> bool:
+def is_placeholder(text: str) -> bool:
     return len(text) <= 24 and _SQUASH.sub("", text.lower()) in _PLACEHOLDERS
 
 
@@ -617,7 +617,7 @@ def _from_flat(prompt: str, extra: str, answer: str, system: str) -> Conversatio
         return Dropped("empty prompt")
     if _is_repetitive(answer):
         return Dropped("repetitive response")
-    if extra and not _is_placeholder(extra):
+    if extra and not is_placeholder(extra):
         prompt = f"{prompt}\n\n{extra}"
     conv: Conversation = []
     if system:
