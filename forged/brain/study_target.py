@@ -112,13 +112,16 @@ def assess(
     answers = [n for n, r in roles.items() if r in ("response", "conversation")]
     if layout and answers:
         target = answers[0]
-        mapped = ", ".join(prompts) or "the user turns"
+        if roles[target] == "conversation":
+            learns = f"the assistant turns of '{target}' from the turns before them"
+        else:
+            learns = f"'{target}' from {', '.join(repr(p) for p in prompts)}"
         return Target(
             goal=goal,
             found=True,
             target=target,
             prompt=prompts,
-            reason=f"prepare's offline layout {layout}: the model learns to write '{target}' from {mapped}",
+            reason=f"prepare's offline layout {layout}: the model learns to write {learns}",
         )
     candidates = [by_name[n] for n in roles if n.strip().lower() in _ANSWERISH or roles[n] == "response"]
     good = [c for c in candidates if c.filled >= MIN_FILLED * rows]
