@@ -28,7 +28,10 @@ Intent = Literal["sql", "summarize", "classify", "pretrain", "answer"]
 _INTENTS: tuple[tuple[Intent, re.Pattern[str]], ...] = (
     ("sql", re.compile(r"\bsql\b|text.to.sql|\bquer(y|ies)\b|\bdatabases?\b", re.I)),
     ("summarize", re.compile(r"summar|\btl;?dr\b|condens|\brecap|\babstracts?\b|\bdigest\b", re.I)),
-    ("classify", re.compile(r"classif|categori|\blabel|\broute\b|\btriage|prioriti|sentiment|\btag\b", re.I)),
+    (
+        "classify",
+        re.compile(r"classif|categori|\blabel|\broute\b|\btriage|priorit|sentiment|\btag\b|\bpredict", re.I),
+    ),
     (
         "pretrain",
         re.compile(r"pre-?train|continu\w* train|\bstyle\b|write like|in the voice|language model", re.I),

@@ -12,9 +12,7 @@ from forged.brain.ingest import DataError, load_records, read_data, to_examples
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "study"
 
 
-@pytest.mark.parametrize(
-    ("name", "encoding"), [("faq_utf16.csv", "utf-16"), ("faq_cp1252.csv", "cp1252")]
-)
+@pytest.mark.parametrize(("name", "encoding"), [("faq_utf16.csv", "utf-16"), ("faq_cp1252.csv", "cp1252")])
 def test_non_utf8_csv_is_decoded_in_its_own_encoding(name: str, encoding: str) -> None:
     loaded = read_data(FIXTURES / name, name)
     assert (loaded.format, loaded.encoding, len(loaded.records)) == ("csv", encoding, 12)
