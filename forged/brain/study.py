@@ -43,7 +43,7 @@ from forged.brain.study_columns import (
 )
 from forged.brain.study_target import assess
 
-SCAN_ROWS = 200_000  # rows the text checks (PII, placeholders, HTML, ...) read before sampling
+SCAN_ROWS = 50_000  # rows the text checks (PII, placeholders, HTML, ...) read before sampling
 COLUMN_SAMPLE = 20_000  # rows the column roles are inferred from
 LANGUAGE_SAMPLE = 1_000
 SHOW_ROWS = 10
