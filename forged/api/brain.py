@@ -13,7 +13,7 @@ from google.protobuf import json_format
 
 from forged.api.auth import Authenticator
 from forged.api.errors import ApiError, unary
-from forged.brain import ingest, planner
+from forged.brain import histogram, ingest, planner, study
 from forged.brain.scripting import Brain
 from forged.hardware.nvml import CachedProbe
 from forged.store.blobs import BlobStore
@@ -33,6 +33,19 @@ class BrainService(brain_pb2_grpc.BrainServicer):
         self.auth = auth
         self.scratch = scratch
         self.hardware = hardware  # the planner picks QLoRA only where jobs run on an NVIDIA GPU
+
+    @unary
+    def Study(
+        self, request: brain_pb2.StudyRequest, context: grpc.ServicerContext
+    ) -> brain_pb2.StudyResponse:
+        who = self.auth.principal(context)
+        found = self.blobs.lookup(request.data, None if who.admin else who.name)
+        if found is None:
+            raise ApiError(grpc.StatusCode.NOT_FOUND, f"no uploaded data {request.data}: upload it first")
+        _, name = found
+        report = study.study(self.blobs.path(request.data), name, goal=request.goal, model=request.model)
+        png = histogram.render_png(report.tokens, f"token lengths of {name}")
+        return brain_pb2.StudyResponse(report_json=report.model_dump_json(), length_histogram_png=png)
 
     @unary
     def Prepare(

@@ -3,9 +3,12 @@
 Two row kinds come out: chat rows `{"messages": [{"role", "content", "weight"?}, ...]}` for fine-tuning and
 document rows `{"text": "..."}` for continued pre-training. The runner (runner_image/data.py) reads both.
 
-The work itself is a processing script: Forge's template for the mapping its rules detect (forged/brain/
-scripts/), a brain's script, or the user's own. It runs in the sandbox (forged/brain/sandbox.py), its output
-is validated (forged/brain/validate.py) and split so near-duplicates stay on one side (forged/brain/split.py).
+The user's file is first normalized (forged/brain/normalize.py): text in another encoding becomes UTF-8,
+Parquet becomes JSONL, so every script reads UTF-8 records. The work itself is a processing script:
+Forge's template for the mapping its rules detect (forged/brain/scripts/), a brain's script, or the user's
+own. It runs in the sandbox (forged/brain/sandbox.py), its output is validated (forged/brain/validate.py)
+and split so near-duplicates stay on one side (forged/brain/split.py). Token lengths and languages for the
+stats come from study's measures (forged/brain/tokens.py, languages.py) over a bounded sample.
 A brain's failing script goes back to it with the error, up to MAX_REPAIRS times.
 
 Every problem with the user's file surfaces as a `DataError` whose text is one line saying what is wrong
@@ -15,32 +18,40 @@ and how to fix it; the gRPC layer maps it to INVALID_ARGUMENT and the CLI prints
 from __future__ import annotations
 
 import json
-import math
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from forged.brain import sandbox
+from forged.brain import planner, sandbox, tokens
+from forged.brain.languages import language_mix
 from forged.brain.mapping import ColumnMapping
+from forged.brain.normalize import Loaded, normalize, read_data
 from forged.brain.sandbox import DEFAULT_LIMITS, Limits, SandboxResult
 from forged.brain.scripting import MAX_REPAIRS, Brain, BrainSession, ScriptAnswer
+from forged.brain.scripts import rows
 from forged.brain.scripts.main import OUTPUT_NAME, REPORT_NAME
-from forged.brain.scripts.records import MIN_EXAMPLES_FOR_VAL, load_records, peek_records
+from forged.brain.scripts.records import MIN_EXAMPLES_FOR_VAL, cut_off, peek_records
 from forged.brain.scripts.render import SCRIPT_NAME, render
 from forged.brain.scripts.rows import (
     TEXT_LAYOUT,
     Conversation,
     DataError,
     Document,
+    Dropped,
     Example,
     Message,
     convert,
     detect,
+    example_text,
+    is_placeholder,
     layout_label,
+    tool_call_use,
 )
 from forged.brain.split import choose_val, write_split
 from forged.brain.validate import OutputInvalid, ValidOutput, validate_output
@@ -52,15 +63,22 @@ __all__ = [
     "DataError",
     "DatasetStats",
     "Document",
+    "Dropped",
     "Example",
+    "Loaded",
     "Message",
     "PreparedData",
+    "is_placeholder",
     "load_records",
     "prepare",
+    "read_data",
+    "row_results",
     "to_examples",
+    "tool_call_use",
 ]
 
-_DEFAULT_CHARS_PER_TOKEN = 4.0
+# Languages below this share of the examples are noise (a quoted phrase, a name), not a language of the data.
+_LANGUAGE_MIN_SHARE = 0.02
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -79,6 +97,11 @@ class DatasetStats(BaseModel):
     chars_p50: int = Field(ge=0)
     chars_p95: int = Field(ge=0)
     chars_max: int = Field(ge=0)
+    # Counted with the planned model's tokenizer over a sample of the examples; 0 when it is not here.
+    tokens_p50: int = Field(0, ge=0)
+    tokens_p95: int = Field(0, ge=0)
+    tokens_p99: int = Field(0, ge=0)
+    languages: list[str] = Field(default_factory=list)  # most common first, e.g. "en", "de"
     kind: str = ""  # chat or text
 
 
@@ -99,6 +122,16 @@ class PreparedData(BaseModel):
     repairs: int = 0
 
 
+def load_records(path: Path, name: str) -> tuple[list[dict[str, Any]], str]:
+    """Read `path` (uploaded as `name`, any common encoding, Parquet too) into records and report the
+    format it really is. A JSONL file cut off in its last record is refused, naming the line; `read_data`
+    reports it instead, for callers that drop and count it."""
+    loaded = read_data(path, name)
+    if loaded.truncated_line:
+        raise cut_off(name, loaded.truncated_line)
+    return loaded.records, loaded.format
+
+
 def to_examples(
     records: Sequence[Mapping[str, Any]], name: str = "the data"
 ) -> tuple[list[Example], str, Counter[str]]:
@@ -106,6 +139,15 @@ def to_examples(
     mapping = detect(records, name)
     examples, dropped = convert(records, mapping, name)
     return examples, layout_label(mapping), dropped
+
+
+def row_results(
+    records: Sequence[Mapping[str, Any]], name: str = "the data"
+) -> tuple[list[Example | Dropped], str]:
+    """Each record's example under the mapping Forge's rules detect, or why it cannot be one (a
+    `Dropped`), in file order, and the layout's name: what prepare's offline script would do to each row."""
+    mapping = detect(records, name)
+    return rows.row_results(records, mapping, name), layout_label(mapping)
 
 
 def prepare(
@@ -122,13 +164,16 @@ def prepare(
     side_files: Mapping[str, Path] | None = None,
     max_seq_len: int = 0,
     chars_per_token: float | None = None,
+    model: str = "",
     limits: Limits = DEFAULT_LIMITS,
 ) -> PreparedData:
     """Convert the user's file to out_dir/train.jsonl and val.jsonl, and save the script beside them.
 
     `brain` None is Forge's offline rules; `script` (a user's own) runs as is with no brain asked.
     `side_files` lie read-only beside the input (Spider's tables.json). `max_seq_len` drops chat examples
-    too long for the plan and sizes text chunks, with `chars_per_token` measured for the planned tokenizer.
+    too long for the plan and sizes text chunks, with `chars_per_token` (measured with `model`'s tokenizer
+    when not given). Token lengths in the stats are counted with `model`'s tokenizer (default: the
+    planner's default model).
     """
     if not 0.0 <= val_fraction <= 0.5:
         raise DataError(f"val_fraction {val_fraction} is out of range: use a value between 0 and 0.5")
@@ -136,11 +181,63 @@ def prepare(
     sides = {_safe_name(n): p for n, p in (side_files or {}).items()}
     if name in sides or "script.py" in (name, *sides):
         raise DataError(f"side file names must differ from the data file ({name}) and from script.py")
-    # A sample decides the mapping; it also refuses an unreadable file before any sandbox starts.
-    sample, _ = peek_records(path, name)
-    cpt = chars_per_token or _DEFAULT_CHARS_PER_TOKEN
+    model = model.strip() or planner.TINY_MODEL
+    with tempfile.TemporaryDirectory(prefix="forge-normalize-") as work:
+        # The script reads UTF-8 only; a cp1252 CSV or a Parquet file becomes a UTF-8 copy here.
+        normalized = normalize(path, name, Path(work))
+        # A sample decides the mapping; it also refuses an unreadable file before any sandbox starts.
+        sample, _ = peek_records(normalized.path, name)
+        cpt = chars_per_token or _measured_chars_per_token(sample, model, max_seq_len, seed)
+        prepared = _run(
+            normalized.path, name, sides, sample, cpt, goal, brain, no_upload, script, max_seq_len, limits
+        )
+    conversation = prepared.conversation
     notes: list[str] = []
+    if not prepared.sandboxed:
+        notes.append(
+            f"bubblewrap is not installed, so Forge's own template script ran with resource limits only; "
+            f"{sandbox.INSTALL_HINT}"
+        )
+    if normalized.parquet:
+        prepared.report["source_format"] = "parquet"
+    elif not normalized.encoding.startswith("utf-8"):
+        notes.append(
+            f"{name} is {normalized.encoding} text: the script read a UTF-8 copy; re-save the file as UTF-8 "
+            "to run the script on it yourself"
+        )
+    if conversation and conversation.repairs:
+        notes.append(f"the {prepared.brain_name} brain's script was repaired {conversation.repairs} times")
+    return _finish(prepared, out_dir, seed, val_fraction, notes, model)
 
+
+@dataclass
+class _Ran:
+    """A script that ran and whose output validated, with who wrote it."""
+
+    valid: ValidOutput
+    report: dict[str, Any]  # the script's report.json
+    script: str
+    answer: ScriptAnswer | None  # None: the user's own script
+    brain_name: str
+    conversation: BrainSession | None
+    sandboxed: bool
+
+
+def _run(
+    path: Path,
+    name: str,
+    sides: Mapping[str, Path],
+    sample: Sequence[Mapping[str, Any]],
+    cpt: float,
+    goal: str,
+    brain: Brain | None,
+    no_upload: bool,
+    script: str,
+    max_seq_len: int,
+    limits: Limits,
+) -> _Ran:
+    """Get a script (the user's, Forge's template or the brain's), run it in the sandbox and validate its
+    output, sending a brain's failing script back for repair."""
     conversation: BrainSession | None = None
     if script:
         answer, brain_name = None, "user"
@@ -163,7 +260,8 @@ def prepare(
         except sandbox.SandboxUnavailable as exc:
             raise DataError(str(exc)) from None
         if isinstance(outcome, tuple):
-            break
+            valid, report = outcome
+            return _Ran(valid, report, text, answer, brain_name, conversation, result.sandboxed)
         refusal = result.returncode == 2 and not result.reason
         if conversation is None or refusal or conversation.repairs >= MAX_REPAIRS:
             raise DataError(_failure_line(outcome, brain_name, conversation, refusal))
@@ -175,26 +273,18 @@ def prepare(
                 f"the {brain_name} brain answered with an invalid mapping: {_first_error(exc)}"
             ) from None
 
-    valid, report = outcome
-    if not result.sandboxed:
-        notes.append(
-            f"bubblewrap is not installed, so Forge's own template script ran with resource limits only; "
-            f"{sandbox.INSTALL_HINT}"
-        )
-    if conversation and conversation.repairs:
-        notes.append(f"the {brain_name} brain's script was repaired {conversation.repairs} times")
-    return _finish(
-        valid,
-        report,
-        out_dir,
-        seed,
-        val_fraction,
-        text,
-        answer,
-        brain_name,
-        notes,
-        conversation,
-    )
+
+def _measured_chars_per_token(
+    sample: Sequence[Mapping[str, Any]], model: str, max_seq_len: int, seed: int
+) -> float:
+    """Characters per token of the sample's text cells with the planned tokenizer; only a length limit
+    (max_seq_len) needs it, so nothing is tokenized without one."""
+    if not max_seq_len:
+        return tokens.CHARS_PER_TOKEN
+    cells = [v for rec in sample for v in rec.values() if isinstance(v, str)]
+    ratio = tokens.chars_per_token(cells, model, seed)
+    # Within ColumnMapping's bounds: a sample of whitespace or one emoji a token is no reason to fail.
+    return min(max(ratio, 1.0), 16.0) if ratio else tokens.CHARS_PER_TOKEN
 
 
 def _offline_mapping(
@@ -249,17 +339,10 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def _finish(
-    valid: ValidOutput,
-    report: Mapping[str, Any],
-    out_dir: Path,
-    seed: int,
-    val_fraction: float,
-    script: str,
-    answer: ScriptAnswer | None,
-    brain_name: str,
-    notes: list[str],
-    conversation: BrainSession | None,
+    ran: _Ran, out_dir: Path, seed: int, val_fraction: float, notes: list[str], model: str
 ) -> PreparedData:
+    valid, report, script = ran.valid, ran.report, ran.script
+    answer, conversation = ran.answer, ran.conversation
     n = len(valid.lines)
     is_val = choose_val(valid.keys, _val_count(n, val_fraction), seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -274,6 +357,7 @@ def _finish(
         rows_in = n + sum(dropped.values())
     lengths = sorted(valid.chars)
     n_val = sum(is_val)
+    token_lengths, languages = _measure(valid, model, seed)
     stats = DatasetStats(
         rows_in=rows_in,
         train_examples=n - n_val,
@@ -284,9 +368,13 @@ def _finish(
             report.get("layout") or (layout_label(answer.mapping.model_dump()) if answer else "script")
         ),
         source_format=str(report.get("source_format") or ""),
-        chars_p50=_percentile(lengths, 0.50),
-        chars_p95=_percentile(lengths, 0.95),
+        chars_p50=tokens.percentile(lengths, 0.50),
+        chars_p95=tokens.percentile(lengths, 0.95),
         chars_max=lengths[-1],
+        tokens_p50=token_lengths.p50 if not token_lengths.estimate else 0,
+        tokens_p95=token_lengths.p95 if not token_lengths.estimate else 0,
+        tokens_p99=token_lengths.p99 if not token_lengths.estimate else 0,
+        languages=languages,
         kind=valid.kinds.most_common(1)[0][0],
     )
     if dropped:
@@ -299,7 +387,7 @@ def _finish(
         train_data=train_path,
         val_data=val_path,
         stats=stats,
-        brain=brain_name,
+        brain=ran.brain_name,
         script=script,
         mapping_json=answer.mapping.as_json() if answer else "",
         notes=notes,
@@ -326,6 +414,15 @@ def _val_count(n: int, val_fraction: float) -> int:
     return min(n - 1, max(1, round(n * val_fraction)))
 
 
-def _percentile(sorted_values: Sequence[int], q: float) -> int:
-    # Nearest-rank: always an observed length, so "95% are under X" is literally true.
-    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+def _measure(valid: ValidOutput, model: str, seed: int) -> tuple[tokens.Lengths, list[str]]:
+    """Token lengths (study's measure, over its bounded sample) and the languages of the examples."""
+    picked = tokens.sample_indices(valid.chars, seed)
+    texts = [_text_of(json.loads(valid.lines[i])) for i in picked]
+    lengths = tokens.measure(texts, model, seed)
+    mix = language_mix(texts)  # each text is judged on its first kilobyte, so a few thousand are cheap
+    return lengths, [code for code, share in mix if code != "other" and share >= _LANGUAGE_MIN_SHARE]
+
+
+def _text_of(record: Mapping[str, Any]) -> str:
+    """A validated output record ({"text"} or {"messages"}) as the text it trains on."""
+    return example_text(record["text"] if "text" in record else record["messages"])

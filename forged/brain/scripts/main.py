@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from forged.brain.scripts.records import load_records
+from forged.brain.scripts.records import TRUNCATED, load_records
 from forged.brain.scripts.rows import DataError, convert, layout_label, sql_schemas
 
 OUTPUT_NAME = "prepared.jsonl"
@@ -27,7 +27,7 @@ REPORT_NAME = "report.json"
 def main(argv: Sequence[str], mapping: Mapping[str, Any]) -> int:
     parser = argparse.ArgumentParser(description="Turn a data file into chat/text training JSONL.")
     parser.add_argument(
-        "--input", required=True, type=Path, help="the data file (CSV, TSV, JSON, JSONL, text)"
+        "--input", required=True, type=Path, help="the data file (UTF-8 CSV, TSV, JSON, JSONL, text)"
     )
     parser.add_argument("--output", required=True, type=Path, help="directory for prepared.jsonl")
     parser.add_argument("--name", help="the file's original name, for messages (default: the input's)")
@@ -55,7 +55,7 @@ def run(path: Path, name: str, out_dir: Path, mapping: Mapping[str, Any]) -> dic
             row = {"text": example} if isinstance(example, str) else {"messages": example}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     report = {
-        "rows_in": len(records) + dropped["truncated last record"],
+        "rows_in": len(records) + dropped[TRUNCATED],
         "examples": len(examples),
         "dropped_reasons": dict(dropped.most_common()),
         "layout": layout_label(mapping),

@@ -11,6 +11,7 @@ import io
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,9 @@ from forged.brain.scripts.rows import EXAMPLE_RECORD, DataError, column_spelling
 SourceFormat = Literal["csv", "tsv", "json", "jsonl", "text"]
 
 _TEXT_EXTENSIONS = (".txt", ".text", ".md")
+
+# How report.json and prepare's notes name a JSONL record cut off at the end of the file.
+TRUNCATED = "truncated last record"
 
 # Below this many usable examples a validation split would starve training and tell us nothing.
 MIN_EXAMPLES_FOR_VAL = 10
@@ -44,14 +48,27 @@ _WRAPPER_KEYS = frozenset({"data", "train", "examples", "records", "rows", "item
 _CSV_FIELD_LIMIT = 2**31 - 1
 
 
+@dataclass(frozen=True)
+class Parsed:
+    """A file's records and what parsing it found out about the file itself."""
+
+    records: list[dict[str, Any]]
+    format: SourceFormat
+    # A JSONL file whose last record stops mid-way (an interrupted export): that record's line number; the
+    # record is not in `records`. 0 when the file ends cleanly.
+    truncated_line: int = 0
+    delimiter: str = ""  # the separator of a CSV/TSV file
+
+
 def load_records(
     path: Path, name: str, dropped: Counter[str] | None = None
 ) -> tuple[list[dict[str, Any]], SourceFormat]:
     """Read `path` (uploaded as `name`) into a list of records and report the format it really is.
 
-    A last JSONL line cut off mid-record (an interrupted export) is dropped and counted in `dropped`.
+    A last JSONL line cut off mid-record (an interrupted export) is dropped and counted in `dropped`; with
+    no `dropped` it is refused, naming the line.
     """
-    return parse_records(_read_text(path, name), name, dropped)
+    return parse_records(read_text(path, name), name, dropped)
 
 
 def peek_records(
@@ -59,14 +76,15 @@ def peek_records(
 ) -> tuple[list[dict[str, Any]], SourceFormat]:
     """The records of the file's first `max_bytes` (whole lines only), to choose a mapping from.
 
-    A JSON document cannot be cut, so one is read whole; so is a file that fits.
+    A JSON document cannot be cut, so one is read whole; so is a file that fits. A cut-off last JSONL record
+    is left out, as the script leaves it out.
     """
     with path.open("rb") as f:
         head = f.read(max_bytes + 1)
     if len(head) <= max_bytes or head.lstrip()[:1] == b"[":
-        return load_records(path, name)
+        return load_records(path, name, Counter())
     cut = head[: head.rfind(b"\n") + 1] or head
-    records, fmt = parse_records(_decode(cut, name), name)
+    records, fmt = parse_records(decode_utf8(cut, name), name)
     # The last row of a CSV cut inside a quoted multi-line cell may be partial.
     return (records[:-1] if len(records) > 1 else records), fmt
 
@@ -74,6 +92,25 @@ def peek_records(
 def parse_records(
     text: str, name: str, dropped: Counter[str] | None = None
 ) -> tuple[list[dict[str, Any]], SourceFormat]:
+    """`parse` for callers that want the records only: see `load_records` for `dropped`."""
+    parsed = parse(text, name)
+    if parsed.truncated_line:
+        if dropped is None:
+            raise cut_off(name, parsed.truncated_line)
+        dropped[TRUNCATED] += 1
+    return parsed.records, parsed.format
+
+
+def cut_off(name: str, line: int) -> DataError:
+    """The error for a JSONL file whose last record, on `line`, stops mid-way."""
+    return DataError(
+        f"{name} line {line} is not valid JSON: the last record stops mid-way, as if the file was cut off; "
+        "remove that line or export the file again"
+    )
+
+
+def parse(text: str, name: str) -> Parsed:
+    """The records in `text` (the file uploaded as `name`): CSV, TSV, JSON, JSONL or plain text."""
     ext = Path(name).suffix.lower()
     head = text.lstrip()[:1]
 
@@ -82,9 +119,10 @@ def parse_records(
         parsed = _try_json_document(text)
         if parsed is not None:
             records, fmt = _records_from_document(parsed, name, ext)
-            return _require_records(records, name), fmt
+            return Parsed(require_records(records, name), fmt)
         if head == "{":
-            return _require_records(_parse_jsonl(text, name, dropped), name), "jsonl"
+            records, truncated = _parse_jsonl(text, name)
+            return Parsed(require_records(records, name), "jsonl", truncated)
         if ext not in (".csv", ".tsv", ".tab", ".txt"):
             _raise_json_error(text, name)
 
@@ -99,21 +137,20 @@ def parse_records(
     if ext in _TEXT_EXTENSIONS:
         # Excel's "Text (Tab delimited)" export is a .txt too: a table only if its header names a layout.
         table = _parse_csv(text, name, delimiter) if delimiter else []
-        if table and known_layout(column_spellings(table)):
-            return table, "tsv" if delimiter == "\t" else "csv"
-        return _documents(text), "text"
+        if delimiter and table and known_layout(column_spellings(table)):
+            return Parsed(table, "tsv" if delimiter == "\t" else "csv", delimiter=delimiter)
+        return Parsed(_documents(text), "text")
     if delimiter is None:
         raise DataError(
             f"{name} looks like plain text without columns: name it .txt to train on it as plain text "
             "(continued pre-training), or give a CSV with a header row such as prompt,response"
         )
     records = _parse_csv(text, name, delimiter)
-    fmt: SourceFormat = "tsv" if delimiter == "\t" else "csv"
     if not records:
         raise DataError(
             f"{name} has a header but no rows: add at least {MIN_EXAMPLES_FOR_VAL} examples below the header"
         )
-    return records, fmt
+    return Parsed(records, "tsv" if delimiter == "\t" else "csv", delimiter=delimiter)
 
 
 _BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+")
@@ -128,19 +165,21 @@ def _documents(text: str) -> list[dict[str, Any]]:
     a place the model may stop; to keep a long work as one document, give JSONL with one {"text": ...} each.
     """
     paragraphs = (p.strip("\n") for p in _BLANK_LINES.split(text.replace("\r\n", "\n")))
-    # _read_text already refused a file with nothing but whitespace, so at least one paragraph is left.
+    # decode_utf8 already refused a file with nothing but whitespace, so at least one paragraph is left.
     return [{"text": p} for p in paragraphs if p.strip()]
 
 
-def _read_text(path: Path, name: str) -> str:
+def read_text(path: Path, name: str) -> str:
+    """The file as text: UTF-8 (with or without a byte-order mark) only, as the scripts read it."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {name}: {exc.strerror or exc}; check the path and permissions") from exc
-    return _decode(data, name)
+    return decode_utf8(data, name)
 
 
-def _decode(data: bytes, name: str) -> str:
+def refuse_non_text(data: bytes, name: str) -> None:
+    """Refuse an empty file, or one whose first bytes say it is an archive, a PDF or a database."""
     # A lone UTF-8 byte-order mark is what Excel writes for an empty sheet.
     if not data.removeprefix(b"\xef\xbb\xbf").strip():
         raise DataError(
@@ -150,6 +189,12 @@ def _decode(data: bytes, name: str) -> str:
     for magic, what in _MAGIC:
         if data.startswith(magic):
             raise DataError(f"{name} {what}")
+
+
+def decode_utf8(data: bytes, name: str) -> str:
+    # forged transcodes other encodings to UTF-8 before a script runs (forged/brain/normalize.py); a user
+    # running the script on their own file is told how to re-save it.
+    refuse_non_text(data, name)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise DataError(f"{name} is UTF-16 text: re-save it as UTF-8 (in Excel: Save As → 'CSV UTF-8')")
     if b"\x00" in data:
@@ -211,11 +256,12 @@ def _short(exc: BaseException) -> str:
     return text[:120]
 
 
-def _parse_jsonl(text: str, name: str, dropped: Counter[str] | None = None) -> list[dict[str, Any]]:
+def _parse_jsonl(text: str, name: str) -> tuple[list[dict[str, Any]], int]:
+    """The records, and the line number of a last record that was cut off (0 if none)."""
     records: list[dict[str, Any]] = []
     # Split on \n only: str.splitlines() would also split on U+2028, which JSON allows inside strings.
     lines = text.split("\n")
-    last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
+    last = max((i for i, raw in enumerate(lines, start=1) if raw.strip()), default=0)
     for lineno, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
@@ -223,10 +269,10 @@ def _parse_jsonl(text: str, name: str, dropped: Counter[str] | None = None) -> l
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            # A file that stops mid-record lost its end in transit: the rest of it is still good.
-            if dropped is not None and lineno - 1 == last and not text.endswith("\n"):
-                dropped["truncated last record"] += 1
-                continue
+            # A file that stops mid-record lost its end in transit: the rest of it is still good. A bad
+            # line anywhere else, or one the file ends cleanly after, is the user's to fix.
+            if lineno == last and not text.endswith("\n"):
+                return records, lineno
             raise DataError(
                 f"{name} line {lineno} is not valid JSON ({exc.msg} at column {exc.colno}): fix or remove "
                 f"that line; each line must be one object like {EXAMPLE_RECORD}"
@@ -238,10 +284,10 @@ def _parse_jsonl(text: str, name: str, dropped: Counter[str] | None = None) -> l
         if not isinstance(rec, dict):
             raise DataError(_not_an_object(name, f"line {lineno}", rec))
         records.append(rec)
-    return records
+    return records, 0
 
 
-def _require_records(records: list[Any], name: str) -> list[dict[str, Any]]:
+def require_records(records: list[Any], name: str) -> list[dict[str, Any]]:
     if not records:
         raise DataError(
             f"{name} has no records: add at least {MIN_EXAMPLES_FOR_VAL} objects like {EXAMPLE_RECORD}"

@@ -55,10 +55,11 @@ read it, edit it and re-run it without Forge:
 
     python {SCRIPT_NAME} --input {source_name} --output OUT_DIR
 
-It writes OUT_DIR/prepared.jsonl (one {{"messages": [...]}} or {{"text": ...}} record a line) and
-OUT_DIR/report.json (rows read, rows dropped and why). Forge then validates the records and splits them into
-train and validation sets, keeping near-duplicates on one side. Give an edited copy back with
-`forgectl prepare --script {SCRIPT_NAME}`.
+It reads UTF-8 CSV, TSV, JSON, JSONL or text (Forge converted other encodings, and Parquet to JSONL,
+before it ran) and writes OUT_DIR/prepared.jsonl (one {{"messages": [...]}} or {{"text": ...}} record a
+line) and OUT_DIR/report.json (rows read, rows dropped and why). Forge then validates the records and
+splits them into train and validation sets, keeping near-duplicates on one side. Give an edited copy back
+with `forgectl prepare --script {SCRIPT_NAME}`.
 """
 
 from __future__ import annotations

@@ -164,9 +164,33 @@ def convert(
     Problems that are the file's layout rather than a row's (tool-call turns, a weight other than 0 or 1, a
     mapped column the file does not have) stop the whole file with a DataError, because dropping them would
     silently train something else. `schemas` maps a Spider db_id to its schema text (see `sql_schemas`).
+    A text mapping with `chunk_tokens` cuts long documents into pieces of about that many tokens.
+    """
+    results: Iterable[Example | Dropped] = row_results(records, mapping, name, schemas)
+    if mapping["layout"] == "text":
+        chunk_chars = int(
+            int(mapping.get("chunk_tokens") or 0) * float(mapping.get("chars_per_token") or 4.0)
+        )
+        results = (piece for result in results for piece in _chunks(result, chunk_chars))
+    dropped: Counter[str] = Counter()
+    examples = _collect(results, dropped)
+    if not examples:
+        raise DataError(_nothing_usable_message(name, len(records), dropped))
+    return examples, dropped
+
+
+def row_results(
+    records: Sequence[Mapping[str, Any]],
+    mapping: Mapping[str, Any],
+    name: str = "the data",
+    schemas: Mapping[str, str] | None = None,
+) -> list[Example | Dropped]:
+    """Each record's example under `mapping`, or why it cannot be one (a `Dropped`), in file order.
+
+    What `convert` builds on, for callers (study) that report which rows fail and why. Raises the same
+    file-level DataErrors; documents are not chunked here.
     """
     spellings = column_spellings(records)
-    dropped: Counter[str] = Counter()
 
     def keys(role: str, required: bool = True) -> tuple[str, ...]:
         column = mapping.get(role)
@@ -189,27 +213,19 @@ def convert(
         return _text(_get(rec, system_keys)) if system_keys else ""
 
     kind = mapping["layout"]
-    results: Iterable[Example | _Dropped]
     if kind in ("messages", "sharegpt"):
         turn_keys = keys("turns")
         _reject_tool_calls(records, turn_keys, name)
-        results = (
+        return [
             _from_turns(_get(rec, turn_keys), system_of(rec), f"record {i} of {name}", repetitive)
             for i, rec in enumerate(records, start=1)
-        )
-    elif kind == "text":
+        ]
+    if kind == "text":
         text_keys = keys("text")
-        chunk_chars = int(
-            int(mapping.get("chunk_tokens") or 0) * float(mapping.get("chars_per_token") or 4.0)
-        )
-        results = (
-            piece
-            for rec in records
-            for piece in _chunks(_from_text(_get(rec, text_keys), repetitive), chunk_chars)
-        )
-    elif kind == "sql":
+        return [_from_text(_get(rec, text_keys), repetitive) for rec in records]
+    if kind == "sql":
         prompt_keys, answer_keys, db_keys = keys("prompt"), keys("response"), spellings.get("db_id", ())
-        results = (
+        return [
             _from_sql(
                 _text(_get(rec, prompt_keys)),
                 _text(_get(rec, answer_keys)),
@@ -217,11 +233,11 @@ def convert(
                 schemas,
             )
             for rec in records
-        )
-    elif kind == "flat":
+        ]
+    if kind == "flat":
         prompt_keys, answer_keys = keys("prompt"), keys("response")
         extra_keys = keys("context")
-        results = (
+        return [
             _from_flat(
                 _text(_get(rec, prompt_keys)),
                 _text(_get(rec, extra_keys)) if extra_keys else "",
@@ -231,13 +247,8 @@ def convert(
                 placeholders,
             )
             for rec in records
-        )
-    else:
-        raise DataError(f"unknown layout {kind!r} in the mapping: use one of {', '.join(LAYOUTS)}")
-    examples = _collect(results, dropped)
-    if not examples:
-        raise DataError(_nothing_usable_message(name, len(records), dropped))
-    return examples, dropped
+        ]
+    raise DataError(f"unknown layout {kind!r} in the mapping: use one of {', '.join(LAYOUTS)}")
 
 
 def sql_schemas(tables: Any) -> dict[str, str]:
@@ -269,18 +280,18 @@ def sql_schemas(tables: Any) -> dict[str, str]:
 
 def _from_sql(
     question: str, query: str, db_id: str, schemas: Mapping[str, str] | None
-) -> Conversation | _Dropped:
+) -> Conversation | Dropped:
     if not query:
-        return _Dropped("empty response")
+        return Dropped("empty response")
     if not question:
-        return _Dropped("empty prompt")
+        return Dropped("empty prompt")
     # Spider's queries space tokens inconsistently ("T1.id  =  T2.id"); one space keeps the targets uniform.
     query = " ".join(query.split())
     if schemas is None:
         return [{"role": "user", "content": question}, {"role": "assistant", "content": query}]
     schema = schemas.get(db_id)
     if schema is None:
-        return _Dropped("database not in tables.json")
+        return Dropped("database not in tables.json")
     prompt = f"Database {db_id}:\n{schema}\n\nQuestion: {question}"
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": query}]
 
@@ -289,11 +300,11 @@ def _never(text: str) -> bool:
     return False
 
 
-def _chunks(doc: Document | _Dropped, max_chars: int) -> list[Document | _Dropped]:
+def _chunks(doc: Document | Dropped, max_chars: int) -> list[Document | Dropped]:
     """Cut a document longer than `max_chars` at line breaks (a chunk is about max_seq_len tokens)."""
-    if isinstance(doc, _Dropped) or max_chars <= 0 or len(doc) <= max_chars:
+    if isinstance(doc, Dropped) or max_chars <= 0 or len(doc) <= max_chars:
         return [doc]
-    pieces: list[Document | _Dropped] = []
+    pieces: list[Document | Dropped] = []
     current = ""
     for line in doc.splitlines(keepends=True):
         while len(line) > max_chars:  # one enormous line: cut it where it must be cut
@@ -308,17 +319,17 @@ def _chunks(doc: Document | _Dropped, max_chars: int) -> list[Document | _Droppe
         current += line
     if current.strip():
         pieces.append(current)
-    return [p for p in pieces if isinstance(p, _Dropped) or p.strip()]
+    return [p for p in pieces if isinstance(p, Dropped) or p.strip()]
 
 
-class _Dropped(str):
+class Dropped(str):
     """Why a record was dropped (a str subclass, so it cannot be mistaken for a document)."""
 
 
-def _collect(results: Iterable[Example | _Dropped], dropped: Counter[str]) -> list[Example]:
+def _collect(results: Iterable[Example | Dropped], dropped: Counter[str]) -> list[Example]:
     examples: list[Example] = []
     for result in results:
-        if isinstance(result, _Dropped):
+        if isinstance(result, Dropped):
             dropped[str(result)] += 1
         else:
             examples.append(result)
@@ -365,7 +376,7 @@ def _match_flat_layout(spellings: Mapping[str, tuple[str, ...]]) -> _FlatLayout 
     return None
 
 
-def _is_placeholder(text: str) -> bool:
+def is_placeholder(text: str) -> bool:
     return len(text) <= 24 and _SQUASH.sub("", text.lower()) in _PLACEHOLDERS
 
 
@@ -391,15 +402,15 @@ def known_layout(spellings: Mapping[str, tuple[str, ...]]) -> bool:
     )
 
 
-def _from_text(value: Any, repetitive: Callable[[str], bool] = _is_repetitive) -> Document | _Dropped:
+def _from_text(value: Any, repetitive: Callable[[str], bool] = _is_repetitive) -> Document | Dropped:
     if not isinstance(value, str):
-        return _Dropped("non-text document") if value is not None else _Dropped("empty text")
+        return Dropped("non-text document") if value is not None else Dropped("empty text")
     # Only surrounding blank lines go: a document's first-line indentation can be content (code, verse).
     doc = value.strip("\r\n")
     if not doc.strip():
-        return _Dropped("empty text")
+        return Dropped("empty text")
     if repetitive(doc):
-        return _Dropped("repetitive text")
+        return Dropped("repetitive text")
     return doc
 
 
@@ -410,14 +421,14 @@ def _from_flat(
     system: str,
     repetitive: Callable[[str], bool] = _is_repetitive,
     placeholders: bool = True,
-) -> Conversation | _Dropped:
+) -> Conversation | Dropped:
     if not answer:
-        return _Dropped("empty response")
+        return Dropped("empty response")
     if not prompt:
-        return _Dropped("empty prompt")
+        return Dropped("empty prompt")
     if repetitive(answer):
-        return _Dropped("repetitive response")
-    if extra and not (placeholders and _is_placeholder(extra)):
+        return Dropped("repetitive response")
+    if extra and not (placeholders and is_placeholder(extra)):
         prompt = f"{prompt}\n\n{extra}"
     conv: Conversation = []
     if system:
@@ -446,6 +457,21 @@ def _reject_tool_calls(records: Sequence[Mapping[str, Any]], turn_keys: tuple[st
     a format no runtime parses; dropping those conversations would silently train a different model (the
     plain answers in such sets were written with the tools in view). So the whole file stops here.
     """
+    tool_records, signs = tool_call_use(records, turn_keys)
+    if tool_records:
+        what = ", ".join(sign if sign.startswith("a ") else f"'{sign}'" for sign, _ in signs.most_common(4))
+        raise DataError(
+            f"{tool_records} of {len(records)} conversations in {name} use tool calling ({what}), which "
+            "Forge cannot train yet: every model family formats tool calls differently; remove those "
+            "conversations (and any tools field) to train on the plain chats, or write each call out as "
+            "ordinary user/assistant text"
+        )
+
+
+def tool_call_use(
+    records: Sequence[Mapping[str, Any]], turn_keys: tuple[str, ...]
+) -> tuple[int, Counter[str]]:
+    """How many records use tool calling, and the signs of it ('function_call', 'a tools field') by count."""
     tool_records = 0
     signs: Counter[str] = Counter()
     for rec in records:
@@ -456,14 +482,7 @@ def _reject_tool_calls(records: Sequence[Mapping[str, Any]], turn_keys: tuple[st
         if found:
             tool_records += 1
             signs.update(found)
-    if tool_records:
-        what = ", ".join(sign if sign.startswith("a ") else f"'{sign}'" for sign, _ in signs.most_common(4))
-        raise DataError(
-            f"{tool_records} of {len(records)} conversations in {name} use tool calling ({what}), which "
-            "Forge cannot train yet: every model family formats tool calls differently; remove those "
-            "conversations (and any tools field) to train on the plain chats, or write each call out as "
-            "ordinary user/assistant text"
-        )
+    return tool_records, signs
 
 
 def _as_list(turns: Any) -> list[Any]:
@@ -505,55 +524,60 @@ def _weight(turn: Mapping[str, Any], role: Role, index: int, where: str) -> Lite
 
 def _from_turns(
     turns: Any, system: str, where: str, repetitive: Callable[[str], bool] = _is_repetitive
-) -> Conversation | _Dropped:
+) -> Conversation | Dropped:
     """OpenAI `messages` (role/content/weight) or ShareGPT `conversations` (from/value)."""
     if isinstance(turns, str):
         # CSV exports store the list as a JSON string.
         try:
             turns = json.loads(turns)
         except json.JSONDecodeError:
-            return _Dropped("malformed messages")
+            return Dropped("malformed messages")
     if not isinstance(turns, list):
-        return _Dropped("malformed messages")
+        return Dropped("malformed messages")
     conv: Conversation = []
     for index, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            return _Dropped("malformed messages")
+            return Dropped("malformed messages")
         raw_role = turn.get("role", turn.get("from"))
         if not isinstance(raw_role, str):
-            return _Dropped("malformed messages")
+            return Dropped("malformed messages")
         role = _ROLE_MAP.get(raw_role.strip().lower())
         if role is None:
-            return _Dropped(f"unsupported role '{raw_role.strip()[:40]}'")
+            return Dropped(f"unsupported role '{raw_role.strip()[:40]}'")
         weight = _weight(turn, role, index, where)
         content = _turn_content(turn.get("content", turn.get("value")))
         if content is None:
-            return _Dropped("non-text content")
+            return Dropped("non-text content")
         if not content:
             if role == "system":
                 continue
-            return _Dropped("empty response" if role == "assistant" else "empty prompt")
+            return Dropped("empty response" if role == "assistant" else "empty prompt")
         if role == "assistant" and repetitive(content):
-            return _Dropped("repetitive response")
+            return Dropped("repetitive response")
         message: Message = {"role": role, "content": content}
         if role == "assistant" and weight is not None:
             message["weight"] = weight
         conv.append(message)
 
     if not any(m["role"] == "assistant" for m in conv):
-        return _Dropped("no assistant turn" if any(m["role"] == "user" for m in conv) else "no user turn")
+        return Dropped("no assistant turn" if any(m["role"] == "user" for m in conv) else "no user turn")
     # Turns after the last trained answer carry no training signal; cut them rather than lose the record.
     while conv and not _trained(conv[-1]):
         conv.pop()
     if not conv:
-        return _Dropped("every assistant turn has weight 0")
+        return Dropped("every assistant turn has weight 0")
     if not any(m["role"] == "user" for m in conv):
-        return _Dropped("no user turn")
+        return Dropped("no user turn")
     if system and conv[0]["role"] != "system":
         conv.insert(0, {"role": "system", "content": system})
     if not alternates(conv):
-        return _Dropped("roles do not alternate")
+        return Dropped("non-alternating turns")
     return conv
+
+
+def example_text(example: Example) -> str:
+    """The words an example trains on, without roles or markup: what lengths and languages are measured on."""
+    return example if isinstance(example, str) else "\n".join(m["content"] for m in example)
 
 
 def alternates(conv: Sequence[Mapping[str, Any]]) -> bool:
