@@ -79,6 +79,7 @@ __all__ = [
 
 # Languages below this share of the examples are noise (a quoted phrase, a name), not a language of the data.
 _LANGUAGE_MIN_SHARE = 0.02
+_NOT_LANGUAGES = frozenset({"latin", "other"})
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -420,7 +421,10 @@ def _measure(valid: ValidOutput, model: str, seed: int) -> tuple[tokens.Lengths,
     texts = [_text_of(json.loads(valid.lines[i])) for i in picked]
     lengths = tokens.measure(texts, model, seed)
     mix = language_mix(texts)  # each text is judged on its first kilobyte, so a few thousand are cheap
-    return lengths, [code for code, share in mix if code != "other" and share >= _LANGUAGE_MIN_SHARE]
+    # Languages only: "latin" (Latin script, no language told) and "other" (no script) are no answer.
+    return lengths, [
+        code for code, share in mix if code not in _NOT_LANGUAGES and share >= _LANGUAGE_MIN_SHARE
+    ]
 
 
 def _text_of(record: Mapping[str, Any]) -> str:

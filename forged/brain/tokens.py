@@ -8,6 +8,7 @@ tokenizer. With none of those, lengths are estimated from characters and the res
 
 from __future__ import annotations
 
+import heapq
 import importlib.util
 import lzma
 import math
@@ -160,7 +161,7 @@ def sample_indices(char_lengths: Sequence[int], seed: int = 0) -> list[int]:
     if n <= SAMPLE_ROWS + LONGEST_ROWS:
         return list(range(n))
     picked = set(random.Random(seed).sample(range(n), SAMPLE_ROWS))
-    picked.update(sorted(range(n), key=lambda i: char_lengths[i], reverse=True)[:LONGEST_ROWS])
+    picked.update(heapq.nlargest(LONGEST_ROWS, range(n), key=char_lengths.__getitem__))
     return sorted(picked)
 
 
