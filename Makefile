@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format protos bench bench-train bench-export clean
+.PHONY: install demo test lint format protos bench bench-train bench-export bench-prepare clean
 
 install: $(STAMP)
 
@@ -50,6 +50,10 @@ bench-train: install
 
 bench-export: install
 	$(BIN)/python bench/export.py
+
+# Offline prepare of a generated 1M-row CSV: template script in the sandbox, validation, split.
+bench-prepare: install
+	$(BIN)/python bench/prepare.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -13,7 +13,8 @@ from typing import Any, NoReturn, TypeVar
 import click
 import grpc
 from forge.export_options import DEFAULT_QUANT, QUANTS
-from forge.v1 import daemon_pb2, hardware_pb2, jobs_pb2
+from forge.study_report import StudyReport
+from forge.v1 import brain_pb2, daemon_pb2, hardware_pb2, jobs_pb2
 from rich.console import Console
 from rich.text import Text
 
@@ -23,6 +24,7 @@ from forgectl import ignite as igniting
 from forgectl import plan as planning
 from forgectl import prepare as preparing
 from forgectl import project as projects
+from forgectl import study_view as studying
 from forgectl import train as training
 from forgectl.client import (
     EXIT_JOB_FAILED,
@@ -412,6 +414,44 @@ def train(state: State, detach: bool) -> None:
     if not state.json and (spec.train.model == "tiny" or spec.train.model.startswith("tiny-")):
         state.out().print(Text(output.tiny_note(spec.train.model), style="yellow"))
     _submit_and_follow(state, client, spec, detach)
+
+
+# ---------------------------------------------------------------- study
+
+
+@cli.command()
+@click.argument("file")
+@click.option("--goal", "-g", metavar="G", help="What the model should do: is there a target column for it?")
+@click.option("--model", "-m", metavar="M", help="Count tokens with M's tokenizer (default: the planner's).")
+@click.option("--png", "png", metavar="PATH", help="Where to write the token-length histogram.")
+@_json_flag
+@pass_state
+def study(state: State, file: str, goal: str | None, model: str | None, png: str | None) -> None:
+    """What is in FILE, what is wrong with it, and whether it can serve GOAL. Changes nothing."""
+    path = check_data_file(file)
+    con = state.out()
+    client = state.client()
+    artifact = igniting.upload(client, path, None if state.json else con)
+    request = brain_pb2.StudyRequest(
+        data=artifact.digest, goal=" ".join((goal or "").split()), model=model or ""
+    )
+    response = client.brain.Study(request)
+    report = StudyReport.model_validate_json(response.report_json)
+    cwd = Path.cwd()
+    wanted = Path(png).expanduser() if png else studying.default_png_path(path, cwd)
+    try:
+        written, moved = studying.write_png(response.length_histogram_png, wanted, bool(png), cwd)
+    except OSError as exc:
+        raise ForgeError(f"cannot write the histogram to {wanted}: {exc.strerror or exc}") from None
+    notes = [moved] if moved else []
+    tables = path.with_name("tables.json")
+    if report.finding("schema_elsewhere") is not None and tables.is_file():
+        notes.append(f"found {tables}: give it to prepare as the schema side file")
+    if state.json:
+        output.emit_json(report.model_dump(mode="json"))
+        click.echo(f"token-length histogram: {written}", err=True)
+        return
+    con.print(studying.render(report, written, notes))
 
 
 # ---------------------------------------------------------------- export

@@ -12,8 +12,8 @@ from google.protobuf import json_format
 
 from forged.api.auth import Authenticator
 from forged.api.errors import ApiError, unary
-from forged.brain import ingest, llm_plan
-from forged.brain.llm.base import BrainUnavailable
+from forged.brain import histogram, ingest, llm_plan, study
+from forged.brain.llm.base import BrainUnavailable, LLMBrain
 from forged.brain.llm.keys import KeyStore
 from forged.brain.llm.select import BrainSelector
 from forged.hardware.nvml import CachedProbe
@@ -37,6 +37,19 @@ class BrainService(brain_pb2_grpc.BrainServicer):
         self.brains = brains or BrainSelector(KeyStore(scratch / "keys"))
 
     @unary
+    def Study(
+        self, request: brain_pb2.StudyRequest, context: grpc.ServicerContext
+    ) -> brain_pb2.StudyResponse:
+        who = self.auth.principal(context)
+        found = self.blobs.lookup(request.data, None if who.admin else who.name)
+        if found is None:
+            raise ApiError(grpc.StatusCode.NOT_FOUND, f"no uploaded data {request.data}: upload it first")
+        _, name = found
+        report = study.study(self.blobs.path(request.data), name, goal=request.goal, model=request.model)
+        png = histogram.render_png(report.tokens, f"token lengths of {name}")
+        return brain_pb2.StudyResponse(report_json=report.model_dump_json(), length_histogram_png=png)
+
+    @unary
     def Prepare(
         self, request: brain_pb2.PrepareRequest, context: grpc.ServicerContext
     ) -> brain_pb2.PrepareResponse:
@@ -45,6 +58,14 @@ class BrainService(brain_pb2_grpc.BrainServicer):
         if found is None:
             raise ApiError(grpc.StatusCode.NOT_FOUND, f"no uploaded data {request.data}: upload it first")
         _, name = found
+        side_files = {}
+        for side in request.side_files:
+            if self.blobs.lookup(side.data, None if who.admin else who.name) is None:
+                raise ApiError(
+                    grpc.StatusCode.NOT_FOUND, f"no uploaded side file {side.name}: upload it first"
+                )
+            side_files[side.name] = self.blobs.path(side.data)
+        brain, unavailable = self._brain(request, who.name)
         self.scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.scratch) as tmp:
             prepared = ingest.prepare(
@@ -53,6 +74,12 @@ class BrainService(brain_pb2_grpc.BrainServicer):
                 Path(tmp),
                 seed=request.seed or 42,
                 val_fraction=request.val_fraction or 0.1,
+                goal=request.goal,
+                brain=brain,
+                no_upload=request.no_upload,
+                script=request.script,
+                side_files=side_files,
+                max_seq_len=request.max_seq_len,
             )
             train, _ = self.blobs.put_file(prepared.train_data, who.name, f"{name}.train.jsonl")
             val = ""
@@ -60,7 +87,25 @@ class BrainService(brain_pb2_grpc.BrainServicer):
                 val, _ = self.blobs.put_file(prepared.val_data, who.name, f"{name}.val.jsonl")
         stats = brain_pb2.DatasetStats()
         json_format.ParseDict(prepared.stats.model_dump(), stats, ignore_unknown_fields=True)
-        return brain_pb2.PrepareResponse(train_data=train, val_data=val, stats=stats, brain="offline")
+        return brain_pb2.PrepareResponse(
+            train_data=train,
+            val_data=val,
+            stats=stats,
+            brain=prepared.brain,
+            script=prepared.script,
+            mapping_json=prepared.mapping_json,
+            sent=prepared.sent,
+            notes=[*unavailable, *prepared.notes],
+            repairs=prepared.repairs,
+        )
+
+    def _brain(self, request: brain_pb2.PrepareRequest, user: str) -> tuple[LLMBrain | None, list[str]]:
+        """The LLM brain the request (or forged's default) names; None is the offline rules, which also
+        answer, with a note saying why, when that brain cannot be reached."""
+        try:
+            return self.brains.brain_for(request.brain if request.HasField("brain") else None, user), []
+        except BrainUnavailable as exc:
+            return None, [f"the offline rules prepared the data: {exc}"]
 
     @unary
     def Plan(self, request: brain_pb2.PlanRequest, context: grpc.ServicerContext) -> brain_pb2.PlanResponse:

@@ -3,73 +3,84 @@
 Two row kinds come out: chat rows `{"messages": [{"role", "content", "weight"?}, ...]}` for fine-tuning and
 document rows `{"text": "..."}` for continued pre-training. The runner (runner_image/data.py) reads both.
 
-Everything here runs inside the daemon, so it uses only the standard library and pydantic: no torch, no
-pandas. Every problem with the user's file surfaces as a `DataError` whose text is one line saying what is
-wrong and how to fix it; the gRPC layer maps it to INVALID_ARGUMENT and the CLI prints it as is.
+The user's file is first normalized (forged/brain/normalize.py): text in another encoding becomes UTF-8,
+Parquet becomes JSONL, so every script reads UTF-8 records. The work itself is a processing script:
+Forge's template for the mapping its rules detect (forged/brain/scripts/), a brain's script, or the user's
+own. It runs in the sandbox (forged/brain/sandbox.py), its output is validated (forged/brain/validate.py)
+and split so near-duplicates stay on one side (forged/brain/split.py). Token lengths and languages for the
+stats come from study's measures (forged/brain/tokens.py, languages.py) over a bounded sample.
+A brain's failing script goes back to it with the error, up to MAX_REPAIRS times.
+
+Every problem with the user's file surfaces as a `DataError` whose text is one line saying what is wrong
+and how to fix it; the gRPC layer maps it to INVALID_ARGUMENT and the CLI prints it as is.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import json
-import math
-import os
-import random
 import re
 import tempfile
-import zlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-Role = Literal["system", "user", "assistant"]
-
-
-class Message(TypedDict):
-    role: Role
-    content: str
-    # OpenAI's per-message weight, kept only on assistant turns: 0 shows the turn as context but does not
-    # train it. Absent means trained.
-    weight: NotRequired[Literal[0, 1]]
-
-
-# A plain list of dicts, not a pydantic model: a million rows must not pay for per-message validation.
-Conversation = list[Message]
-# One document for continued pre-training: the runner tokenizes it whole and trains on every token.
-Document = str
-Example = Conversation | Document
-
-SourceFormat = Literal["csv", "tsv", "json", "jsonl", "text"]
-
-TEXT_LAYOUT = "text"
-# Columns that may sit next to "text" in pre-training dumps (RedPajama, Dolma) without being content.
-_TEXT_METADATA = frozenset({"id", "meta", "metadata", "source", "url"})
-# Extensions whose content is prose unless its first line is a header naming a known layout.
-_TEXT_EXTENSIONS = (".txt", ".text", ".md")
-
-# Below this many usable examples a validation split would starve training and tell us nothing.
-MIN_EXAMPLES_FOR_VAL = 10
-
-_ACCEPTED_LAYOUTS = (
-    "prompt/response, instruction/output (+input), instruction/response (+context), prompt/completion, "
-    "question/answer or input/output columns, or a messages/conversations list"
+from forged.brain import planner, sandbox, tokens
+from forged.brain.languages import language_mix
+from forged.brain.mapping import ColumnMapping
+from forged.brain.normalize import Loaded, normalize, read_data
+from forged.brain.sandbox import DEFAULT_LIMITS, Limits, SandboxResult
+from forged.brain.scripting import MAX_REPAIRS, Brain, BrainSession, ScriptAnswer
+from forged.brain.scripts import rows
+from forged.brain.scripts.main import OUTPUT_NAME, REPORT_NAME
+from forged.brain.scripts.records import MIN_EXAMPLES_FOR_VAL, cut_off, peek_records
+from forged.brain.scripts.render import SCRIPT_NAME, render
+from forged.brain.scripts.rows import (
+    TEXT_LAYOUT,
+    Conversation,
+    DataError,
+    Document,
+    Dropped,
+    Example,
+    Message,
+    convert,
+    detect,
+    example_text,
+    is_placeholder,
+    layout_label,
+    tool_call_use,
 )
-_EXAMPLE_RECORD = '{"prompt": "...", "response": "..."}'
-_JSON_SHAPE_HINT = f"give flat records like {_EXAMPLE_RECORD} without deep nesting or giant numbers"
+from forged.brain.split import choose_val, write_split
+from forged.brain.validate import OutputInvalid, ValidOutput, validate_output
 
+__all__ = [
+    "MIN_EXAMPLES_FOR_VAL",
+    "TEXT_LAYOUT",
+    "Conversation",
+    "DataError",
+    "DatasetStats",
+    "Document",
+    "Dropped",
+    "Example",
+    "Loaded",
+    "Message",
+    "PreparedData",
+    "is_placeholder",
+    "load_records",
+    "prepare",
+    "read_data",
+    "row_results",
+    "to_examples",
+    "tool_call_use",
+]
 
-class DataError(ValueError):
-    """A problem with the user's data. str() is one line: what is wrong, then what to do about it."""
-
-    def __init__(self, message: str) -> None:
-        # File names and column names come from the user and may hold newlines; the CLI wants one line.
-        super().__init__(" ".join(message.splitlines()))
+# Languages below this share of the examples are noise (a quoted phrase, a name), not a language of the data.
+_LANGUAGE_MIN_SHARE = 0.02
+_NOT_LANGUAGES = frozenset({"latin", "other"})
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class DatasetStats(BaseModel):
@@ -87,6 +98,12 @@ class DatasetStats(BaseModel):
     chars_p50: int = Field(ge=0)
     chars_p95: int = Field(ge=0)
     chars_max: int = Field(ge=0)
+    # Counted with the planned model's tokenizer over a sample of the examples; 0 when it is not here.
+    tokens_p50: int = Field(0, ge=0)
+    tokens_p95: int = Field(0, ge=0)
+    tokens_p99: int = Field(0, ge=0)
+    languages: list[str] = Field(default_factory=list)  # most common first, e.g. "en", "de"
+    kind: str = ""  # chat or text
 
 
 class PreparedData(BaseModel):
@@ -99,673 +116,297 @@ class PreparedData(BaseModel):
     val_data: Path
     stats: DatasetStats
     brain: str = "offline"
+    script: str = ""  # the processing script that produced the data, also saved beside it
+    mapping_json: str = ""  # the validated mapping it implements; empty for a user's own script
+    notes: list[str] = Field(default_factory=list)
+    sent: list[str] = Field(default_factory=list)  # exactly what left the machine for the brain
+    repairs: int = 0
 
 
-# --------------------------------------------------------------------------------------------------------
-# Reading the file
-# --------------------------------------------------------------------------------------------------------
-
-# Signatures of files people upload by mistake; naming the real format makes the fix obvious.
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"PK\x03\x04", "is a zip archive (an Excel .xlsx workbook?): open it and export it as 'CSV UTF-8'"),
-    (b"\x1f\x8b", "is gzip-compressed: decompress it first (gunzip) and give the .csv/.jsonl inside"),
-    (b"PAR1", "is a Parquet file: convert it to JSONL or CSV first"),
-    (b"%PDF", "is a PDF: extract the examples into a CSV with prompt,response columns"),
-    (b"SQLite format 3", "is a SQLite database: export the table as CSV first"),
-)
-
-_WRAPPER_KEYS = frozenset({"data", "train", "examples", "records", "rows", "items", "dataset"})
-
-# Python's default (128 KiB) rejects long documents in a single cell; real datasets have them.
-_CSV_FIELD_LIMIT = 2**31 - 1
-
-
-def load_records(path: Path, name: str) -> tuple[list[dict[str, Any]], SourceFormat]:
-    """Read `path` (uploaded as `name`) into a list of records and report the format it really is."""
-    text = _read_text(path, name)
-    ext = Path(name).suffix.lower()
-    head = text.lstrip()[:1]
-
-    if head in ("[", "{"):
-        # Content wins over the extension: a .jsonl can be one JSON array on one line and vice versa.
-        parsed = _try_json_document(text)
-        if parsed is not None:
-            records, fmt = _records_from_document(parsed, name, ext)
-            return _require_records(records, name), fmt
-        if head == "{":
-            return _require_records(_parse_jsonl(text, name), name), "jsonl"
-        if ext not in (".csv", ".tsv", ".tab", ".txt"):
-            _raise_json_error(text, name)
-
-    if ext in (".json", ".jsonl", ".ndjson"):
-        first = text.lstrip().split("\n", 1)[0][:40]
-        raise DataError(
-            f"{name} is not JSON (it starts with {first!r}): give a JSON array of objects or one object "
-            f"per line like {_EXAMPLE_RECORD}, or rename the file to .csv if it is CSV"
-        )
-
-    delimiter = _sniff_delimiter(text, ext)
-    if ext in _TEXT_EXTENSIONS:
-        # Excel's "Text (Tab delimited)" export is a .txt too: a table only if its header names a layout.
-        table = _parse_csv(text, name, delimiter) if delimiter else []
-        if table and _known_layout(_column_spellings(table)):
-            return table, "tsv" if delimiter == "\t" else "csv"
-        return _documents(text), "text"
-    if delimiter is None:
-        raise DataError(
-            f"{name} looks like plain text without columns: name it .txt to train on it as plain text "
-            "(continued pre-training), or give a CSV with a header row such as prompt,response"
-        )
-    records = _parse_csv(text, name, delimiter)
-    fmt: SourceFormat = "tsv" if delimiter == "\t" else "csv"
-    if not records:
-        raise DataError(
-            f"{name} has a header but no rows: add at least {MIN_EXAMPLES_FOR_VAL} examples below the header"
-        )
-    return records, fmt
-
-
-_BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+")
-
-
-def _documents(text: str) -> list[dict[str, Any]]:
-    """A plain-text file as documents, one per blank-line-separated paragraph.
-
-    Blank lines are the only structure plain text has, and splitting there (as Hugging Face datasets'
-    paragraph mode does) gives a held-out validation split and length stats that describe the data, where a
-    single document would give neither. The runner ends each document with EOS, so a paragraph end becomes
-    a place the model may stop; to keep a long work as one document, give JSONL with one {"text": ...} each.
-    """
-    paragraphs = (p.strip("\n") for p in _BLANK_LINES.split(text.replace("\r\n", "\n")))
-    # _read_text already refused a file with nothing but whitespace, so at least one paragraph is left.
-    return [{"text": p} for p in paragraphs if p.strip()]
-
-
-def _read_text(path: Path, name: str) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {name}: {exc.strerror or exc}; check the path and permissions") from exc
-
-    # A lone UTF-8 byte-order mark is what Excel writes for an empty sheet.
-    if not data.removeprefix(b"\xef\xbb\xbf").strip():
-        raise DataError(
-            f"{name} is empty: add a header row (e.g. prompt,response) and at least "
-            f"{MIN_EXAMPLES_FOR_VAL} examples"
-        )
-    for magic, what in _MAGIC:
-        if data.startswith(magic):
-            raise DataError(f"{name} {what}")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{name} is UTF-16 text: re-save it as UTF-8 (in Excel: Save As → 'CSV UTF-8')")
-    if b"\x00" in data:
-        raise DataError(
-            f"{name} looks like a binary file (it contains NUL bytes), not text: export your data as "
-            "CSV or JSONL in UTF-8 (if it is UTF-16 text, re-save it as UTF-8)"
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        bad = data[exc.start : exc.start + 1].hex()
-        raise DataError(
-            f"{name} is not valid UTF-8: byte 0x{bad} at offset {exc.start} (line {line}) cannot be "
-            "decoded; re-save the file as UTF-8 (in Excel: Save As → 'CSV UTF-8')"
-        ) from None
-    return text.removeprefix("\ufeff")
-
-
-def _try_json_document(text: str) -> Any | None:
-    try:
-        return json.loads(text)
-    # ValueError covers JSONDecodeError and Python's cap on huge integer literals.
-    except (ValueError, RecursionError):
-        return None
-
-
-def _records_from_document(doc: Any, name: str, ext: str) -> tuple[list[Any], SourceFormat]:
-    if isinstance(doc, list):
-        return doc, "json"
-    if isinstance(doc, dict):
-        # {"data": [...]} and friends: the list under a wrapper key is the dataset. Only known wrapper
-        # names, because a single chat record ({"messages": [...]}) also holds a list of objects.
-        wrapped = [k for k in doc if isinstance(k, str) and k.lower() in _WRAPPER_KEYS]
-        if len(wrapped) == 1 and isinstance(doc[wrapped[0]], list):
-            return doc[wrapped[0]], "json"
-        # Otherwise it is one record: a one-line JSONL file, or a .json holding a single example.
-        return [doc], "jsonl" if ext in (".jsonl", ".ndjson") else "json"
-    raise DataError(
-        f"{name} holds a single JSON {_json_type(doc)}, not records: give a JSON array of objects or one "
-        f"object per line like {_EXAMPLE_RECORD}"
-    )
-
-
-def _raise_json_error(text: str, name: str) -> None:
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}; fix that spot "
-            "(often a missing comma, quote or bracket) or export the file again"
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        raise DataError(f"{name} cannot be read as JSON ({_short(exc)}): {_JSON_SHAPE_HINT}") from None
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:120]
-
-
-def _parse_jsonl(text: str, name: str) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    # Split on \n only: str.splitlines() would also split on U+2028, which JSON allows inside strings.
-    for lineno, raw in enumerate(text.split("\n"), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{name} line {lineno} is not valid JSON ({exc.msg} at column {exc.colno}): fix or remove "
-                f"that line; each line must be one object like {_EXAMPLE_RECORD}"
-            ) from None
-        except (ValueError, RecursionError) as exc:
-            raise DataError(
-                f"{name} line {lineno} cannot be read as JSON ({_short(exc)}): {_JSON_SHAPE_HINT}"
-            ) from None
-        if not isinstance(rec, dict):
-            raise DataError(_not_an_object(name, f"line {lineno}", rec))
-        records.append(rec)
-    return records
-
-
-def _require_records(records: list[Any], name: str) -> list[dict[str, Any]]:
-    if not records:
-        raise DataError(
-            f"{name} has no records: add at least {MIN_EXAMPLES_FOR_VAL} objects like {_EXAMPLE_RECORD}"
-        )
-    for i, rec in enumerate(records, start=1):
-        if not isinstance(rec, dict):
-            raise DataError(_not_an_object(name, f"record {i}", rec))
-    return records
-
-
-def _not_an_object(name: str, where: str, value: Any) -> str:
-    return (
-        f"{where} of {name} is a JSON {_json_type(value)}, not an object: each record must be an object "
-        f"like {_EXAMPLE_RECORD}"
-    )
-
-
-def _json_type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number"
-    )
-
-
-def _sniff_delimiter(text: str, ext: str) -> str | None:
-    if ext in (".tsv", ".tab"):
-        return "\t"
-    header = text.lstrip("\r\n").split("\n", 1)[0]
-    counts = {d: header.count(d) for d in (",", "\t", ";", "|")}
-    best = max(counts, key=lambda d: counts[d])
-    if counts[best] == 0:
-        # A one-column file cannot hold a prompt and an answer; .csv is reported as an unknown layout.
-        return "," if ext == ".csv" else None
-    # Prefer the comma on ties: it is what the file claims to be, and Excel's ';' only wins outright.
-    return "," if counts[","] == counts[best] else best
-
-
-def _parse_csv(text: str, name: str, delimiter: str) -> list[dict[str, Any]]:
-    csv.field_size_limit(_CSV_FIELD_LIMIT)
-    # DictReader would take a leading blank line as an empty header.
-    body = text.lstrip("\r\n")
-    skipped = text.count("\n", 0, len(text) - len(body))
-    reader = csv.DictReader(io.StringIO(body, newline=""), delimiter=delimiter)
-    try:
-        # Blank lines are skipped; short rows get None for missing cells, which counts as empty.
-        return list(reader)
-    except csv.Error as exc:
-        raise DataError(
-            f"{name} is not valid CSV near line {reader.line_num + skipped} ({exc}): check the quoting on "
-            "that line (a cell containing commas or newlines must be wrapped in double quotes)"
-        ) from None
-
-
-# --------------------------------------------------------------------------------------------------------
-# Mapping records to conversations
-# --------------------------------------------------------------------------------------------------------
-
-_ROLE_MAP: dict[str, Role] = {
-    "system": "system",
-    "user": "user",
-    "human": "user",
-    "assistant": "assistant",
-    "gpt": "assistant",
-    "bot": "assistant",
-    "model": "assistant",
-}
-
-# Placeholders people write instead of leaving alpaca's optional input empty, compared once _SQUASH has
-# removed spaces, brackets and dots ("< No input. >" -> "noinput").
-_PLACEHOLDERS = frozenset(
-    {
-        "",
-        "noinput",
-        "noinputneeded",
-        "noinputrequired",
-        "noinputprovided",
-        "n/a",
-        "na",
-        "none",
-        "null",
-        "nan",
-        "empty",
-    }
-)
-_SQUASH = re.compile(r"[\s<>\[\]().\-_'\"]+")
-
-# Degenerate, looping answers (e.g. one phrase repeated 26 KB) teach a model to loop. Compressing only
-# long answers keeps this check off the hot path for typical rows.
-_REPETITION_MIN_CHARS = 2000
-_REPETITION_RATIO = 20
-
-
-@dataclass(frozen=True)
-class _FlatLayout:
-    prompt: str
-    answer: str
-    extras: tuple[str, ...] = ()  # optional second half of the prompt (alpaca input, dolly context)
-
-
-_FLAT_LAYOUTS: tuple[_FlatLayout, ...] = (
-    _FlatLayout("instruction", "output", ("input", "context")),
-    _FlatLayout("instruction", "response", ("context", "input")),
-    _FlatLayout("prompt", "response"),
-    _FlatLayout("prompt", "completion"),
-    _FlatLayout("question", "answer"),
-    _FlatLayout("input", "output"),
-)
+def load_records(path: Path, name: str) -> tuple[list[dict[str, Any]], str]:
+    """Read `path` (uploaded as `name`, any common encoding, Parquet too) into records and report the
+    format it really is. A JSONL file cut off in its last record is refused, naming the line; `read_data`
+    reports it instead, for callers that drop and count it."""
+    loaded = read_data(path, name)
+    if loaded.truncated_line:
+        raise cut_off(name, loaded.truncated_line)
+    return loaded.records, loaded.format
 
 
 def to_examples(
     records: Sequence[Mapping[str, Any]], name: str = "the data"
 ) -> tuple[list[Example], str, Counter[str]]:
-    """Map records in a known layout to conversations (or documents); unusable rows are dropped and counted.
+    """Records in a layout Forge's rules recognise, as conversations (or documents) plus drop counts."""
+    mapping = detect(records, name)
+    examples, dropped = convert(records, mapping, name)
+    return examples, layout_label(mapping), dropped
 
-    Problems that are the file's layout rather than a row's (tool-call turns, a weight other than 0 or 1)
-    stop the whole file with a DataError, because dropping them would silently train something else.
+
+def row_results(
+    records: Sequence[Mapping[str, Any]], name: str = "the data"
+) -> tuple[list[Example | Dropped], str]:
+    """Each record's example under the mapping Forge's rules detect, or why it cannot be one (a
+    `Dropped`), in file order, and the layout's name: what prepare's offline script would do to each row."""
+    mapping = detect(records, name)
+    return rows.row_results(records, mapping, name), layout_label(mapping)
+
+
+def prepare(
+    path: Path,
+    name: str,
+    out_dir: Path,
+    seed: int,
+    val_fraction: float = 0.1,
+    *,
+    goal: str = "",
+    brain: Brain | None = None,
+    no_upload: bool = False,
+    script: str = "",
+    side_files: Mapping[str, Path] | None = None,
+    max_seq_len: int = 0,
+    chars_per_token: float | None = None,
+    model: str = "",
+    limits: Limits = DEFAULT_LIMITS,
+) -> PreparedData:
+    """Convert the user's file to out_dir/train.jsonl and val.jsonl, and save the script beside them.
+
+    `brain` None is Forge's offline rules; `script` (a user's own) runs as is with no brain asked.
+    `side_files` lie read-only beside the input (Spider's tables.json). `max_seq_len` drops chat examples
+    too long for the plan and sizes text chunks, with `chars_per_token` (measured with `model`'s tokenizer
+    when not given). Token lengths in the stats are counted with `model`'s tokenizer (default: the
+    planner's default model).
     """
-    spellings = _column_spellings(records)
-    dropped: Counter[str] = Counter()
-    system_keys = spellings.get("system", ())
-
-    def system_of(rec: Mapping[str, Any]) -> str:
-        return _text(_get(rec, system_keys)) if system_keys else ""
-
-    examples: list[Example]
-    if "messages" in spellings or "conversations" in spellings:
-        key = "messages" if "messages" in spellings else "conversations"
-        layout = key + ("+system" if system_keys else "")
-        _reject_tool_calls(records, spellings[key], name)
-        examples = _collect(
-            (
-                _from_turns(_get(rec, spellings[key]), system_of(rec), f"record {i} of {name}")
-                for i, rec in enumerate(records, start=1)
-            ),
-            dropped,
-        )
-    elif _is_text_layout(spellings):
-        layout = TEXT_LAYOUT
-        text_keys = spellings["text"]
-        examples = _collect((_from_text(_get(rec, text_keys)) for rec in records), dropped)
-    else:
-        flat = _match_flat_layout(spellings)
-        if flat is None:
-            raise DataError(_unknown_layout_message(spellings, name))
-        extra = next((e for e in flat.extras if e in spellings), None)
-        parts = [flat.prompt] + ([extra] if extra else []) + [flat.answer]
-        layout = "/".join(parts) + ("+system" if system_keys else "")
-        prompt_keys, answer_keys = spellings[flat.prompt], spellings[flat.answer]
-        extra_keys = spellings[extra] if extra else ()
-        examples = _collect(
-            (
-                _from_flat(
-                    _text(_get(rec, prompt_keys)),
-                    _text(_get(rec, extra_keys)) if extra_keys else "",
-                    _text(_get(rec, answer_keys)),
-                    system_of(rec),
-                )
-                for rec in records
-            ),
-            dropped,
-        )
-
-    if not examples:
-        raise DataError(_nothing_usable_message(name, len(records), dropped))
-    return examples, layout, dropped
-
-
-class _Dropped(str):
-    """Why a record was dropped (a str subclass, so it cannot be mistaken for a document)."""
-
-
-def _collect(results: Iterable[Example | _Dropped], dropped: Counter[str]) -> list[Example]:
-    examples: list[Example] = []
-    for result in results:
-        if isinstance(result, _Dropped):
-            dropped[str(result)] += 1
-        else:
-            examples.append(result)
-    return examples
-
-
-def _column_spellings(records: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, ...]]:
-    """Lower-cased column name → the spellings used in the file, so lookups are case-insensitive."""
-    # JSON records may each have different keys, so look at all of them; CSV rows repeat one header,
-    # which the key-set cache makes cheap.
-    keysets = dict.fromkeys(tuple(rec) for rec in records)
-    seen: dict[str, list[str]] = {}
-    for keys in keysets:
-        for key in keys:
-            if isinstance(key, str):
-                spelled = seen.setdefault(key.strip().lower(), [])
-                if key not in spelled:
-                    spelled.append(key)
-    return {k: tuple(v) for k, v in seen.items() if k}
-
-
-def _get(rec: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        value = rec.get(key)
-        if value is not None:
-            return value
-    return None
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value).strip()
-
-
-def _match_flat_layout(spellings: Mapping[str, tuple[str, ...]]) -> _FlatLayout | None:
-    for flat in _FLAT_LAYOUTS:
-        if flat.prompt in spellings and flat.answer in spellings:
-            return flat
-    return None
-
-
-def _is_placeholder(text: str) -> bool:
-    return len(text) <= 24 and _SQUASH.sub("", text.lower()) in _PLACEHOLDERS
-
-
-def _is_repetitive(text: str) -> bool:
-    if len(text) < _REPETITION_MIN_CHARS:
-        return False
-    raw = text.encode("utf-8")
-    return len(zlib.compress(raw, 1)) * _REPETITION_RATIO < len(raw)
-
-
-def _is_text_layout(spellings: Mapping[str, tuple[str, ...]]) -> bool:
-    # Only "text" (plus metadata): a text column beside a label or a category is a classification set,
-    # which trained as prose would silently learn nothing useful.
-    return "text" in spellings and set(spellings) - {"text"} <= _TEXT_METADATA
-
-
-def _known_layout(spellings: Mapping[str, tuple[str, ...]]) -> bool:
-    return (
-        "messages" in spellings
-        or "conversations" in spellings
-        or _is_text_layout(spellings)
-        or _match_flat_layout(spellings) is not None
-    )
-
-
-def _from_text(value: Any) -> Document | _Dropped:
-    if not isinstance(value, str):
-        return _Dropped("non-text document") if value is not None else _Dropped("empty text")
-    # Only surrounding blank lines go: a document's first-line indentation can be content (code, verse).
-    doc = value.strip("\r\n")
-    if not doc.strip():
-        return _Dropped("empty text")
-    if _is_repetitive(doc):
-        return _Dropped("repetitive text")
-    return doc
-
-
-def _from_flat(prompt: str, extra: str, answer: str, system: str) -> Conversation | _Dropped:
-    if not answer:
-        return _Dropped("empty response")
-    if not prompt:
-        return _Dropped("empty prompt")
-    if _is_repetitive(answer):
-        return _Dropped("repetitive response")
-    if extra and not _is_placeholder(extra):
-        prompt = f"{prompt}\n\n{extra}"
-    conv: Conversation = []
-    if system:
-        conv.append({"role": "system", "content": system})
-    conv.append({"role": "user", "content": prompt})
-    conv.append({"role": "assistant", "content": answer})
-    return conv
-
-
-# Roles of tool-calling data: LLaMA-Factory/ShareGPT's function_call/observation, OpenAI's tool/function.
-_TOOL_ROLES = frozenset(
-    {"function_call", "observation", "tool", "function", "tool_call", "tool_response", "ipython"}
-)
-# Keys that carry tool calls or tool schemas inside OpenAI-style records and turns.
-_TOOL_KEYS = ("tool_calls", "function_call")
-_TOOL_RECORD_KEYS = frozenset({"tools", "functions"})
-_NO_TOOLS: tuple[Any, ...] = (None, "", "[]", [])
-
-
-def _reject_tool_calls(records: Sequence[Mapping[str, Any]], turn_keys: tuple[str, ...], name: str) -> None:
-    """Refuse tool-calling data with one line that says why and what to do.
-
-    Forge trains through the model's own chat template, and tool calls are where templates differ most
-    (Qwen's <tool_call> tags, Llama 3's ipython role, Mistral's [TOOL_CALLS] with 9-character ids; SmolLM2,
-    TinyLlama and Phi-3 have no tool format at all). Flattening calls into plain assistant text would train
-    a format no runtime parses; dropping those conversations would silently train a different model (the
-    plain answers in such sets were written with the tools in view). So the whole file stops here.
-    """
-    tool_records = 0
-    signs: Counter[str] = Counter()
-    for rec in records:
-        found = {role for role in map(_tool_role, _as_list(_get(rec, turn_keys))) if role}
-        found |= {
-            f"a {k} field" for k in rec if str(k).lower() in _TOOL_RECORD_KEYS and rec[k] not in _NO_TOOLS
-        }
-        if found:
-            tool_records += 1
-            signs.update(found)
-    if tool_records:
-        what = ", ".join(sign if sign.startswith("a ") else f"'{sign}'" for sign, _ in signs.most_common(4))
-        raise DataError(
-            f"{tool_records} of {len(records)} conversations in {name} use tool calling ({what}), which "
-            "Forge cannot train yet: every model family formats tool calls differently; remove those "
-            "conversations (and any tools field) to train on the plain chats, or write each call out as "
-            "ordinary user/assistant text"
-        )
-
-
-def _as_list(turns: Any) -> list[Any]:
-    if isinstance(turns, str):
-        with contextlib.suppress(json.JSONDecodeError):
-            turns = json.loads(turns)
-    return turns if isinstance(turns, list) else []
-
-
-def _tool_role(turn: Any) -> str:
-    """The turn's role if it is part of a tool call (a tool role, or a turn carrying tool_calls), else ""."""
-    if not isinstance(turn, dict):
-        return ""
-    role = str(turn.get("role", turn.get("from", ""))).strip()[:40]
-    if role.lower() in _TOOL_ROLES:
-        return role
-    key = next((k for k in _TOOL_KEYS if turn.get(k)), None)
-    return f"{role} with {key}" if key else ""
-
-
-def _weight(turn: Mapping[str, Any], role: Role, index: int, where: str) -> Literal[0, 1] | None:
-    """The turn's OpenAI-style weight, or None when it has none. Bad values stop the whole file."""
-    if "weight" not in turn or turn["weight"] is None:
-        return None
-    weight = turn["weight"]
-    # bool is an int in Python, but JSON's true is not what anyone means by a weight of 1.
-    if isinstance(weight, bool) or weight not in (0, 1):
-        raise DataError(
-            f"{where}: message {index} has weight {json.dumps(weight)[:40]}; a weight must be 0 (show "
-            "the turn but do not train it) or 1 (train it)"
-        )
-    if weight == 1 and role != "assistant":
-        raise DataError(
-            f"{where}: message {index} is a {role} turn with weight 1, but only assistant turns are "
-            "trained; remove its weight"
-        )
-    return 1 if weight == 1 else 0
-
-
-def _from_turns(turns: Any, system: str, where: str) -> Conversation | _Dropped:
-    """OpenAI `messages` (role/content/weight) or ShareGPT `conversations` (from/value)."""
-    if isinstance(turns, str):
-        # CSV exports store the list as a JSON string.
-        try:
-            turns = json.loads(turns)
-        except json.JSONDecodeError:
-            return _Dropped("malformed messages")
-    if not isinstance(turns, list):
-        return _Dropped("malformed messages")
-    conv: Conversation = []
-    for index, turn in enumerate(turns):
-        if not isinstance(turn, dict):
-            return _Dropped("malformed messages")
-        raw_role = turn.get("role", turn.get("from"))
-        if not isinstance(raw_role, str):
-            return _Dropped("malformed messages")
-        role = _ROLE_MAP.get(raw_role.strip().lower())
-        if role is None:
-            return _Dropped(f"unsupported role '{raw_role.strip()[:40]}'")
-        weight = _weight(turn, role, index, where)
-        content = _turn_content(turn.get("content", turn.get("value")))
-        if content is None:
-            return _Dropped("non-text content")
-        if not content:
-            if role == "system":
-                continue
-            return _Dropped("empty response" if role == "assistant" else "empty prompt")
-        if role == "assistant" and _is_repetitive(content):
-            return _Dropped("repetitive response")
-        message: Message = {"role": role, "content": content}
-        if role == "assistant" and weight is not None:
-            message["weight"] = weight
-        conv.append(message)
-
-    if not any(m["role"] == "assistant" for m in conv):
-        return _Dropped("no assistant turn" if any(m["role"] == "user" for m in conv) else "no user turn")
-    # Turns after the last trained answer carry no training signal; cut them rather than lose the record.
-    while conv and not _trained(conv[-1]):
-        conv.pop()
-    if not conv:
-        return _Dropped("every assistant turn has weight 0")
-    if not any(m["role"] == "user" for m in conv):
-        return _Dropped("no user turn")
-    if system and conv[0]["role"] != "system":
-        conv.insert(0, {"role": "system", "content": system})
-    return conv
-
-
-def _trained(message: Message) -> bool:
-    return message["role"] == "assistant" and message.get("weight", 1) == 1
-
-
-def _turn_content(content: Any) -> str | None:
-    """A turn's text, or None when it carries something other than text (images, audio)."""
-    if content is None or isinstance(content, str):
-        return _text(content)
-    if isinstance(content, list):
-        # OpenAI content parts: [{"type": "text", "text": "..."}, ...]
-        texts: list[str] = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif isinstance(part, str):
-                texts.append(part)
-            else:
-                return None
-        return "\n".join(texts).strip()
-    if isinstance(content, (int, float)):
-        return str(content)
-    return None
-
-
-def _unknown_layout_message(spellings: Mapping[str, tuple[str, ...]], name: str) -> str:
-    columns = [s[0] for s in spellings.values()]
-    shown = ", ".join(columns[:20]) + (f", … ({len(columns)} in all)" if len(columns) > 20 else "")
-    return (
-        f"no known column layout in {name} (columns: {shown or 'none'}); rename columns to "
-        "prompt/response, instruction/output, question/answer, or give a messages list"
-    )
-
-
-def _nothing_usable_message(name: str, rows: int, dropped: Counter[str]) -> str:
-    reasons = ", ".join(f"{n} {reason}" for reason, n in dropped.most_common(4))
-    return (
-        f"no usable examples in {name}: all {rows} records were dropped ({reasons}); fix those records "
-        "so each has a non-empty prompt and answer (or text, for plain-text data)"
-    )
-
-
-# --------------------------------------------------------------------------------------------------------
-# Prepare: records → train.jsonl / val.jsonl + stats
-# --------------------------------------------------------------------------------------------------------
-
-
-def prepare(path: Path, name: str, out_dir: Path, seed: int, val_fraction: float = 0.1) -> PreparedData:
-    """Convert the user's file to training JSONL in out_dir (train.jsonl, val.jsonl) with a seeded split."""
     if not 0.0 <= val_fraction <= 0.5:
         raise DataError(f"val_fraction {val_fraction} is out of range: use a value between 0 and 0.5")
-    records, fmt = load_records(path, name)
-    examples, layout, dropped = to_examples(records, name)
+    name = _safe_name(name)
+    sides = {_safe_name(n): p for n, p in (side_files or {}).items()}
+    if name in sides or "script.py" in (name, *sides):
+        raise DataError(f"side file names must differ from the data file ({name}) and from script.py")
+    model = model.strip() or planner.TINY_MODEL
+    with tempfile.TemporaryDirectory(prefix="forge-normalize-") as work:
+        # The script reads UTF-8 only; a cp1252 CSV or a Parquet file becomes a UTF-8 copy here.
+        normalized = normalize(path, name, Path(work))
+        # A sample decides the mapping; it also refuses an unreadable file before any sandbox starts.
+        sample, _ = peek_records(normalized.path, name)
+        cpt = chars_per_token or _measured_chars_per_token(sample, model, max_seq_len, seed)
+        prepared = _run(
+            normalized.path, name, sides, sample, cpt, goal, brain, no_upload, script, max_seq_len, limits
+        )
+    conversation = prepared.conversation
+    notes: list[str] = []
+    if not prepared.sandboxed:
+        notes.append(
+            f"bubblewrap is not installed, so Forge's own template script ran with resource limits only; "
+            f"{sandbox.INSTALL_HINT}"
+        )
+    if normalized.parquet:
+        prepared.report["source_format"] = "parquet"
+    elif not normalized.encoding.startswith("utf-8"):
+        notes.append(
+            f"{name} is {normalized.encoding} text: the script read a UTF-8 copy; re-save the file as UTF-8 "
+            "to run the script on it yourself"
+        )
+    if conversation and conversation.repairs:
+        notes.append(f"the {prepared.brain_name} brain's script was repaired {conversation.repairs} times")
+    return _finish(prepared, out_dir, seed, val_fraction, notes, model)
 
-    n = len(examples)
-    n_val = _val_count(n, val_fraction)
-    # sample() on a range keeps only the chosen indices: O(n_val) memory even for a million rows.
-    val_idx = set(random.Random(seed).sample(range(n), n_val))
 
-    lengths = sorted(_chars(example) for example in examples)
+@dataclass
+class _Ran:
+    """A script that ran and whose output validated, with who wrote it."""
+
+    valid: ValidOutput
+    report: dict[str, Any]  # the script's report.json
+    script: str
+    answer: ScriptAnswer | None  # None: the user's own script
+    brain_name: str
+    conversation: BrainSession | None
+    sandboxed: bool
+
+
+def _run(
+    path: Path,
+    name: str,
+    sides: Mapping[str, Path],
+    sample: Sequence[Mapping[str, Any]],
+    cpt: float,
+    goal: str,
+    brain: Brain | None,
+    no_upload: bool,
+    script: str,
+    max_seq_len: int,
+    limits: Limits,
+) -> _Ran:
+    """Get a script (the user's, Forge's template or the brain's), run it in the sandbox and validate its
+    output, sending a brain's failing script back for repair."""
+    conversation: BrainSession | None = None
+    if script:
+        answer, brain_name = None, "user"
+    elif brain is None:
+        mapping = _offline_mapping(sample, name, sides, max_seq_len, cpt)
+        answer, brain_name = ScriptAnswer(mapping=mapping), "offline"
+    else:
+        conversation, brain_name = BrainSession(brain), brain.name
+        answer = conversation.first(goal, name, sample, list(sides), no_upload)
+
+    inputs = {name: path, **sides}
+    args = ["--input", f"/in/{name}", "--name", name]
+    while True:
+        text = script if answer is None else (answer.script or render(answer.mapping, name))
+        # Only Forge's own templates may run without bubblewrap; a brain's or a user's script may not.
+        trusted = answer is not None and not answer.script
+        try:
+            with sandbox.run_script(text, inputs, args, limits, trusted=trusted) as result:
+                outcome = _check(result, max_seq_len, cpt)
+        except sandbox.SandboxUnavailable as exc:
+            raise DataError(str(exc)) from None
+        if isinstance(outcome, tuple):
+            valid, report = outcome
+            return _Ran(valid, report, text, answer, brain_name, conversation, result.sandboxed)
+        refusal = result.returncode == 2 and not result.reason
+        if conversation is None or refusal or conversation.repairs >= MAX_REPAIRS:
+            raise DataError(_failure_line(outcome, brain_name, conversation, refusal))
+        assert answer is not None
+        try:
+            answer = conversation.repair(answer, outcome)
+        except ValidationError as exc:
+            raise DataError(
+                f"the {brain_name} brain answered with an invalid mapping: {_first_error(exc)}"
+            ) from None
+
+
+def _measured_chars_per_token(
+    sample: Sequence[Mapping[str, Any]], model: str, max_seq_len: int, seed: int
+) -> float:
+    """Characters per token of the sample's text cells with the planned tokenizer; only a length limit
+    (max_seq_len) needs it, so nothing is tokenized without one."""
+    if not max_seq_len:
+        return tokens.CHARS_PER_TOKEN
+    cells = [v for rec in sample for v in rec.values() if isinstance(v, str)]
+    ratio = tokens.chars_per_token(cells, model, seed)
+    # Within ColumnMapping's bounds: a sample of whitespace or one emoji a token is no reason to fail.
+    return min(max(ratio, 1.0), 16.0) if ratio else tokens.CHARS_PER_TOKEN
+
+
+def _offline_mapping(
+    sample: Sequence[Mapping[str, Any]], name: str, sides: Mapping[str, Path], max_seq_len: int, cpt: float
+) -> ColumnMapping:
+    found = detect(sample, name, list(sides))
+    if found["layout"] == "text" and max_seq_len:
+        found |= {"chunk_tokens": max_seq_len, "chars_per_token": cpt}
+    return ColumnMapping.model_validate(found)
+
+
+def _check(result: SandboxResult, max_seq_len: int, cpt: float) -> tuple[ValidOutput, dict[str, Any]] | str:
+    """The validated output and the script's report, or one line saying what went wrong."""
+    if not result.ok:
+        tail = result.stderr_tail.strip()
+        if result.returncode == 2 and not result.reason:
+            return (
+                tail.splitlines()[-1].removeprefix("error: ") if tail else "the script exited with status 2"
+            )
+        return f"{result.failure()}\n{tail[-1500:]}" if tail else result.failure()
+    try:
+        valid = validate_output(result.out_dir / OUTPUT_NAME, max_seq_len=max_seq_len, chars_per_token=cpt)
+    except OutputInvalid as exc:
+        return f"its output is invalid: {exc}"
+    return valid, _read_report(result.out_dir / REPORT_NAME)
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    """The script's own account; optional, and from an LLM's script not to be trusted beyond its types."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def _failure_line(error: str, brain: str, conversation: BrainSession | None, refusal: bool) -> str:
+    first = error.splitlines()[0] if error else "it failed"
+    if refusal:
+        return first
+    whose = {"offline": "Forge's processing script", "user": "your processing script"}.get(
+        brain, f"the {brain} brain's processing script"
+    )
+    tried = f" after {conversation.repairs} repairs" if conversation and conversation.repairs else ""
+    hint = "fix the script and pass it again" if brain == "user" else "try --brain offline or fix the data"
+    return f"{whose} failed{tried}: {first}; {hint}"
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+
+
+def _finish(
+    ran: _Ran, out_dir: Path, seed: int, val_fraction: float, notes: list[str], model: str
+) -> PreparedData:
+    valid, report, script = ran.valid, ran.report, ran.script
+    answer, conversation = ran.answer, ran.conversation
+    n = len(valid.lines)
+    is_val = choose_val(valid.keys, _val_count(n, val_fraction), seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_path, val_path = out_dir / "train.jsonl", out_dir / "val.jsonl"
-    _write_split(examples, val_idx, train_path, val_path)
+    write_split(valid.lines, is_val, train_path, val_path)
+    (out_dir / SCRIPT_NAME).write_text(script, encoding="utf-8")
 
+    dropped = Counter(_counts(report.get("dropped_reasons")))
+    dropped.update(valid.dropped)
+    rows_in = report.get("rows_in")
+    if not isinstance(rows_in, int) or rows_in < n:
+        rows_in = n + sum(dropped.values())
+    lengths = sorted(valid.chars)
+    n_val = sum(is_val)
+    token_lengths, languages = _measure(valid, model, seed)
     stats = DatasetStats(
-        rows_in=len(records),
+        rows_in=rows_in,
         train_examples=n - n_val,
         val_examples=n_val,
-        dropped=len(records) - n,
+        dropped=sum(dropped.values()),
         dropped_reasons=dict(dropped.most_common()),
-        layout=layout,
-        source_format=fmt,
-        chars_p50=_percentile(lengths, 0.50),
-        chars_p95=_percentile(lengths, 0.95),
+        layout=str(
+            report.get("layout") or (layout_label(answer.mapping.model_dump()) if answer else "script")
+        ),
+        source_format=str(report.get("source_format") or ""),
+        chars_p50=tokens.percentile(lengths, 0.50),
+        chars_p95=tokens.percentile(lengths, 0.95),
         chars_max=lengths[-1],
+        tokens_p50=token_lengths.p50 if not token_lengths.estimate else 0,
+        tokens_p95=token_lengths.p95 if not token_lengths.estimate else 0,
+        tokens_p99=token_lengths.p99 if not token_lengths.estimate else 0,
+        languages=languages,
+        kind=valid.kinds.most_common(1)[0][0],
     )
-    return PreparedData(train_data=train_path, val_data=val_path, stats=stats)
+    if dropped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in dropped.most_common())
+        notes.insert(0, f"dropped {stats.dropped} of {rows_in} rows: {reasons}")
+    notes[1:1] = [str(x) for x in report.get("notes") or [] if isinstance(x, str)][:10]
+    if n_val < _val_count(n, val_fraction):
+        notes.append(f"validation holds {n_val} examples: groups of near-duplicates were kept in training")
+    return PreparedData(
+        train_data=train_path,
+        val_data=val_path,
+        stats=stats,
+        brain=ran.brain_name,
+        script=script,
+        mapping_json=answer.mapping.as_json() if answer else "",
+        notes=notes,
+        sent=conversation.sent if conversation else [],
+        repairs=conversation.repairs if conversation else 0,
+    )
 
 
-def _chars(example: Example) -> int:
-    return len(example) if isinstance(example, str) else sum(len(m["content"]) for m in example)
+def _counts(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k)[:80]: v for k, v in value.items() if isinstance(v, int) and v > 0}
 
 
-def _row(example: Example) -> dict[str, Any]:
-    return {"text": example} if isinstance(example, str) else {"messages": example}
+def _safe_name(name: str) -> str:
+    """The name the script sees under /in: the upload's base name, with nothing a path could abuse."""
+    base = _SAFE_NAME.sub("_", Path(name).name).lstrip(".")
+    return base or "data"
 
 
 def _val_count(n: int, val_fraction: float) -> int:
@@ -774,31 +415,18 @@ def _val_count(n: int, val_fraction: float) -> int:
     return min(n - 1, max(1, round(n * val_fraction)))
 
 
-def _percentile(sorted_values: Sequence[int], q: float) -> int:
-    # Nearest-rank: always an observed length, so "95% are under X" is literally true.
-    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+def _measure(valid: ValidOutput, model: str, seed: int) -> tuple[tokens.Lengths, list[str]]:
+    """Token lengths (study's measure, over its bounded sample) and the languages of the examples."""
+    picked = tokens.sample_indices(valid.chars, seed)
+    texts = [_text_of(json.loads(valid.lines[i])) for i in picked]
+    lengths = tokens.measure(texts, model, seed)
+    mix = language_mix(texts)  # each text is judged on its first kilobyte, so a few thousand are cheap
+    # Languages only: "latin" (Latin script, no language told) and "other" (no script) are no answer.
+    return lengths, [
+        code for code, share in mix if code not in _NOT_LANGUAGES and share >= _LANGUAGE_MIN_SHARE
+    ]
 
 
-def _write_split(examples: Sequence[Example], val_idx: set[int], train_path: Path, val_path: Path) -> None:
-    """Write both files to temp names first and rename at the end, so readers never see half a split."""
-    finals = (train_path, val_path)
-    tmp_paths: list[Path] = []
-    try:
-        with contextlib.ExitStack() as stack:
-            handles = []
-            for final in finals:
-                fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-                tmp_paths.append(Path(tmp))
-                handles.append(stack.enter_context(os.fdopen(fd, "w", encoding="utf-8", newline="\n")))
-            train_f, val_f = handles
-            for i, example in enumerate(examples):
-                line = json.dumps(_row(example), ensure_ascii=False)
-                (val_f if i in val_idx else train_f).write(line + "\n")
-            for f in handles:
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, final in zip(tmp_paths, finals, strict=True):
-            os.replace(tmp, final)
-    finally:
-        for tmp in tmp_paths:
-            tmp.unlink(missing_ok=True)
+def _text_of(record: Mapping[str, Any]) -> str:
+    """A validated output record ({"text"} or {"messages"}) as the text it trains on."""
+    return example_text(record["text"] if "text" in record else record["messages"])

@@ -19,7 +19,7 @@ from forge.catalog import Method, Shape, estimate_vram, load_catalog, tiny_famil
 from forge.train_fields import HEALING_FIELDS, OVERRIDABLE_FIELDS
 from pydantic import BaseModel, ConfigDict
 
-from forged.brain.ingest import TEXT_LAYOUT, DataError
+from forged.brain.scripts.rows import TEXT_LAYOUT, DataError
 
 BRAIN = "offline"
 TINY_MODEL = "tiny"

@@ -119,3 +119,34 @@ def test_customer_support_tickets_has_no_layout(realdata: Path, tmp_path: Path) 
     assert message.startswith("no known column layout in customer_support_tickets.csv (columns: Ticket ID,")
     assert "rename columns to prompt/response" in message
     assert not (tmp_path / "train.jsonl").exists()
+
+
+def test_spider_joins_the_schema_from_tables_json(realdata: Path, tmp_path: Path) -> None:
+    src = one(realdata, "spider_dev/dev.json")
+    tables = one(realdata, "spider_dev/tables.json")
+    result = prepare(src, src.name, tmp_path, seed=1, side_files={"tables.json": tables})
+    records = check_sane(result)
+    assert result.stats.layout == "question/query+schema" and result.stats.dropped == 0
+    first = records[0]["messages"]
+    # The prompt names the database and its tables with typed columns; the answer is the query, one-spaced.
+    assert first[0]["content"].startswith("Database ") and "\n\nQuestion: " in first[0]["content"]
+    assert "(" in first[0]["content"].split("\n")[1] and "  " not in first[1]["content"]
+    assert any("joined the schema of 166 databases" in note for note in result.notes)
+    assert json.loads(result.mapping_json)["schema_file"] == "tables.json"
+
+
+def test_spider_without_tables_json_says_why_the_schema_is_missing(realdata: Path, tmp_path: Path) -> None:
+    src = one(realdata, "spider_dev/dev.json")
+    result = prepare(src, src.name, tmp_path, seed=1)
+    records = check_sane(result)
+    assert result.stats.layout == "question/query"
+    assert not records[0]["messages"][0]["content"].startswith("Database ")
+    assert any(note.startswith("no tables.json was given") for note in result.notes)
+
+
+def test_tickets_cannot_serve_summarize_tickets(realdata: Path, tmp_path: Path) -> None:
+    src = one(realdata, "customer_support_tickets/customer_support_tickets.csv")
+    with pytest.raises(DataError) as info:
+        prepare(src, src.name, tmp_path, seed=1, goal="summarize tickets")
+    assert str(info.value).startswith("no known column layout in customer_support_tickets.csv")
+    assert not tmp_path.joinpath("train.jsonl").exists()

@@ -1,0 +1,81 @@
+"""A seeded train/validation split that keeps near-duplicates on one side.
+
+Rows whose user side normalizes to the same text (case, spacing, punctuation aside) form one group, and
+whole groups go to validation. Otherwise a paraphrase-level copy of a training prompt sits in validation and
+the validation loss rewards memorising instead of measuring generalisation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import string
+import tempfile
+from array import array
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# Punctuation to spaces, then split/join: several times faster than a regex over a million rows.
+_PUNCTUATION = str.maketrans(dict.fromkeys(string.punctuation, " "))
+# Long enough to tell real prompts apart, short enough that a million keys stay cheap.
+_KEY_CHARS = 400
+
+
+def near_duplicate_key(record: dict[str, Any]) -> int:
+    """Rows with the same key are near-duplicates: their user turns (or text) match once normalized."""
+    messages = record.get("messages")
+    if isinstance(messages, list):
+        text = "\n".join(m["content"] for m in messages if m.get("role") == "user")
+    else:
+        text = str(record.get("text", ""))
+    return hash(" ".join(text[: _KEY_CHARS * 2].casefold().translate(_PUNCTUATION).split())[:_KEY_CHARS])
+
+
+def choose_val(keys: Sequence[int], n_val: int, seed: int) -> bytearray:
+    """Flags (1 = validation) for each row: whole groups of equal keys, about n_val rows, chosen by `seed`.
+
+    A group that would overshoot n_val is skipped for a smaller one, so the count is met exactly whenever
+    single rows remain; the choice depends only on the seed and the order groups first appear.
+    """
+    group_of: dict[int, int] = {}
+    gids = array("l", (group_of.setdefault(k, len(group_of)) for k in keys))
+    sizes = array("l", bytes(8 * len(group_of)))
+    for gid in gids:
+        sizes[gid] += 1
+    order = list(range(len(group_of)))
+    random.Random(seed).shuffle(order)
+    chosen = bytearray(len(group_of))
+    total = 0
+    for gid in order:
+        if total >= n_val:
+            break
+        if total + sizes[gid] <= n_val:
+            chosen[gid] = 1
+            total += sizes[gid]
+    return bytearray(chosen[gid] for gid in gids)
+
+
+def write_split(lines: Sequence[str], is_val: bytearray, train_path: Path, val_path: Path) -> None:
+    """Write both files to temp names first and rename at the end, so readers never see half a split."""
+    finals = (train_path, val_path)
+    tmp_paths: list[Path] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            handles = []
+            for final in finals:
+                fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+                tmp_paths.append(Path(tmp))
+                handles.append(stack.enter_context(os.fdopen(fd, "w", encoding="utf-8", newline="\n")))
+            train_f, val_f = handles
+            for line, val in zip(lines, is_val, strict=True):
+                (val_f if val else train_f).write(line + "\n")
+            for f in handles:
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, final in zip(tmp_paths, finals, strict=True):
+            os.replace(tmp, final)
+    finally:
+        for tmp in tmp_paths:
+            tmp.unlink(missing_ok=True)
