@@ -213,7 +213,9 @@ def plan(
 ) -> Plan:
     """The brain's plan, checked; the offline plan (with a note) when there is no brain or it fails.
     `unavailable`: why the chosen brain could not even be set up (no key), told to the user."""
-    offline = planner.plan(goal, stats, overrides, cuda=room.cuda)  # also validates the user's overrides
+    offline = planner.plan(
+        goal, stats, overrides, cuda=room.cuda, free_vram=room.free_bytes
+    )  # also validates the user's overrides
     if brain is None:
         return _noted(offline, unavailable) if unavailable else offline
     try:
@@ -222,7 +224,9 @@ def plan(
         return _noted(offline, f"{exc}")
     user = {k: v for k, v in overrides.items() if v not in (None, "", 0)}
     suggestions, rejected = _checked(answer, stats, user, room, brain.name)
-    result = planner.plan(goal, stats, overrides, cuda=room.cuda, suggested=suggestions)
+    result = planner.plan(
+        goal, stats, overrides, cuda=room.cuda, suggested=suggestions, free_vram=room.free_bytes
+    )
     decisions = [
         Decision(field=d.field, value=d.value, reason=f"{d.reason}; {rejected[d.field]}")
         if d.field in rejected

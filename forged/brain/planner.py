@@ -19,6 +19,7 @@ from forge.catalog import Method, Shape, estimate_vram, load_catalog, tiny_famil
 from forge.train_fields import HEALING_FIELDS, OVERRIDABLE_FIELDS
 from pydantic import BaseModel, ConfigDict
 
+from forged.brain import model_choice
 from forged.brain.scripts.rows import TEXT_LAYOUT, DataError
 
 BRAIN = "offline"
@@ -162,10 +163,12 @@ def plan(
     model: str | None = None,
     cuda: bool = False,
     suggested: Mapping[str, Suggestion] | None = None,
+    free_vram: int | None = None,
 ) -> Plan:
     """Choose every TrainSpec hyper-parameter, with a reason each; user overrides win except the
     small-model safety clamp, which is applied last and reported. `cuda`: this machine has an NVIDIA GPU
-    (QLoRA needs one). `suggested`: a brain's proposals, taken where the user set nothing."""
+    (QLoRA needs one). `suggested`: a brain's proposals, taken where the user set nothing. `free_vram`: free
+    memory of the GPU a job would get, for the model choice (model_choice.py)."""
     train_n = _stat(stats, "train_examples")
     if train_n <= 0:
         raise DataError(
@@ -193,12 +196,16 @@ def plan(
         return spec[field]
 
     # Model first: the learning rate and LoRA shape depend on it.
-    chosen_model = choose(
-        "model",
+    picked = model_choice.choose(
+        goal,
+        _languages(stats),
+        free_vram,
+        cuda,
         TINY_MODEL,
-        "no model given, so the built-in 'tiny' pipeline check: random weights that learn your data's "
-        "format and nothing else; name a real model for real use",
+        # At micro-batch 1: a model that fits there trains, with accumulation making up the batch.
+        lambda name, method: estimate_memory({"model": name, "method": method, "micro_batch_size": 1}),
     )
+    chosen_model = choose("model", picked.model, picked.reason)
     family = tiny_family(chosen_model)
     if family is not None:
         # Built-in pipeline checks (tiny, tiny-qwen, ...) under their canonical lower-case names.
@@ -280,6 +287,8 @@ def plan(
     )
 
     method, method_reason = _default_method(chosen_model, tiny, cuda)
+    if picked.method == "qlora" and chosen_model == picked.model and cuda:
+        method, method_reason = "qlora", picked.reason
     if choose("method", method, method_reason) == "qlora" and not cuda:
         raise PlanError(
             "method qlora needs an NVIDIA GPU with bitsandbytes and this machine has none: use method lora"
@@ -287,7 +296,7 @@ def plan(
 
     spec["goal"] = goal.strip() or user.get("goal", "")
     reasons["goal"] = (
-        "your goal, kept with the job; the offline brain does not read it to choose settings"
+        "your goal, kept with the job; the offline rules read it only to choose the model"
         if spec["goal"]
         else "no goal given"
     )
@@ -490,6 +499,11 @@ def _fitted_seq_len(chars_p95: int, chars_max: int) -> tuple[int, str]:
 def _layout(stats: StatsLike | Mapping[str, Any]) -> str:
     value = stats.get("layout", "") if isinstance(stats, Mapping) else getattr(stats, "layout", "")
     return value if isinstance(value, str) else ""
+
+
+def _languages(stats: StatsLike | Mapping[str, Any]) -> list[str]:
+    value = stats.get("languages", []) if isinstance(stats, Mapping) else getattr(stats, "languages", [])
+    return [str(v) for v in value or []]
 
 
 def _stat(stats: StatsLike | Mapping[str, Any], field: str) -> int:
