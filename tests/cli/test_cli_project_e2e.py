@@ -71,8 +71,8 @@ def test_init_prepare_plan_train_inference_and_status(forged: Forged, tmp_path: 
         projects_pb2.GetProjectRequest(id=created["id"])
     )
     assert known.name == "demo"
-    # The offline brain needs no key; until forged answers CheckBrain, init says it cannot check.
-    assert created["key"] is None and created["check"]["ok"] in (True, None), created["check"]
+    # The offline brain needs no key, and forged confirms it answers.
+    assert created["key"] is None and created["check"]["ok"] is True, created["check"]
 
     before = project_file.read_bytes()
     again = forgectl(tmp_path, forged, "init", "demo")

@@ -135,3 +135,41 @@ def test_failed_jobs_are_diagnosed_offline_by_default_and_by_their_brain_when_ch
         assert (
             "diagnosis (gemini): The learning rate 5 is far too high. Fix: Set learning_rate to 5e-5." in logs
         )
+
+
+BROKEN_SCRIPT = "raise SystemExit(1 / 0)\n"
+
+
+def test_prepare_with_gemini_redacts_what_it_sends_and_repairs_a_failing_script(
+    tmp_path: Path, gemini: GeminiFake
+) -> None:
+    """The LLM path of prepare end to end: forged sends a redacted sample to Gemini (the wire format's
+    fake), runs the script it answers with in the sandbox, sends the failure back, and uses the repair."""
+    data = tmp_path / "tickets.csv"
+    rows = [f"user{i}@example.com,My order {i} is late,Sent a new one ({i})" for i in range(30)]
+    data.write_text("Customer Email,Ticket Description,Resolution\n" + "\n".join(rows) + "\n")
+    mapping = {"layout": "flat", "prompt": "Ticket Description", "response": "Resolution"}
+    gemini.answer(
+        G.text(json.dumps({"mapping": mapping, "script": BROKEN_SCRIPT})),
+        G.text("```json\n" + json.dumps({"mapping": mapping, "explanation": "template"}) + "\n```"),
+    )
+    with running_forged(tmp_path / "state", env=forge_env(FORGE_GEMINI_URL=gemini.url)) as forged:
+        forged.brain.SetBrainKey(brain_pb2.SetBrainKeyRequest(kind="gemini", key="AIza-daemon"))
+        request = brain_pb2.PrepareRequest(data=forged.upload(data), goal="answer tickets", brain=GEMINI)
+        done = forged.brain.Prepare(request, timeout=120)
+
+        assert (done.brain, done.repairs) == ("gemini", 1)
+        assert done.stats.train_examples + done.stats.val_examples == 30
+        asked = [json.dumps(r.body) for r in gemini.received]
+        assert len(asked) == 2 and "ZeroDivisionError" in asked[1], "the failure went back to the brain"
+        assert done.sent and all("@example.com" not in s for s in done.sent), "samples leave redacted"
+        assert any("<EMAIL>" in s for s in done.sent)
+        assert all("@example.com" not in body for body in asked), "what was sent is what the fake received"
+
+        no_upload = brain_pb2.PrepareRequest(
+            data=request.data, goal="answer tickets", brain=GEMINI, no_upload=True
+        )
+        gemini.answer(G.text(json.dumps({"mapping": mapping})))
+        quiet = forged.brain.Prepare(no_upload, timeout=120)
+        assert quiet.brain == "gemini"
+        assert "My order" not in json.dumps(gemini.received[-1].body), "no_upload sends no rows at all"
