@@ -208,6 +208,8 @@ def prepare(
         )
     if conversation and conversation.repairs:
         notes.append(f"the {prepared.brain_name} brain's script was repaired {conversation.repairs} times")
+    if prepared.answer is not None and prepared.answer.explanation:
+        notes.insert(0, prepared.answer.explanation)
     return _finish(prepared, out_dir, seed, val_fraction, notes, model)
 
 
@@ -243,8 +245,11 @@ def _run(
     if script:
         answer, brain_name = None, "user"
     elif brain is None:
-        mapping = _offline_mapping(sample, name, sides, max_seq_len, cpt)
-        answer, brain_name = ScriptAnswer(mapping=mapping), "offline"
+        try:
+            answer = ScriptAnswer(mapping=_offline_mapping(sample, name, sides, max_seq_len, cpt))
+        except DataError as exc:
+            answer = _goal_mapping(path, name, goal, exc)
+        brain_name = "offline"
     else:
         conversation, brain_name = BrainSession(brain), brain.name
         answer = conversation.first(goal, name, sample, list(sides), no_upload)
@@ -286,6 +291,22 @@ def _measured_chars_per_token(
     ratio = tokens.chars_per_token(cells, model, seed)
     # Within ColumnMapping's bounds: a sample of whitespace or one emoji a token is no reason to fail.
     return min(max(ratio, 1.0), 16.0) if ratio else tokens.CHARS_PER_TOKEN
+
+
+def _goal_mapping(path: Path, name: str, goal: str, no_layout: DataError) -> ScriptAnswer:
+    """No known layout: `study`'s verdict on the goal decides. A column the goal can be learnt from becomes
+    a justified prompt -> target mapping; otherwise the refusal says why no column can serve the goal,
+    which tells the user more than "no known layout"."""
+    if not goal.strip():
+        raise no_layout
+    from forged.brain import study  # study reads files through this module
+
+    target = study.study(path, name, goal=goal).target
+    if target is None or not target.found or not target.prompt or target.target in ("", "text", "messages"):
+        why = target.reason if target is not None and not target.found else str(no_layout)
+        raise DataError(f"{why}; {study.NO_TARGET_FIX}" if target is not None and not target.found else why)
+    mapping = ColumnMapping(layout="flat", prompt=target.prompt[0], response=target.target)
+    return ScriptAnswer(mapping=mapping, explanation=f"the goal decided the mapping: {target.reason}")
 
 
 def _offline_mapping(

@@ -210,7 +210,7 @@ def study(path: Path, name: str, goal: str = "", model: str = "", seed: int = 0)
     roles = [(f, role) for f, role, _ in column_facts]
     target = assess(goal, kind, layout, roles, n, sample) if goal.strip() else None
     if target is not None and not target.found:
-        findings.append(Finding(severity="error", code="no_target", what=target.reason, fix=_NO_TARGET_FIX))
+        findings.append(Finding(severity="error", code="no_target", what=target.reason, fix=NO_TARGET_FIX))
     elif target is not None:
         # The target's mapping answers what "no offline layout" asked.
         findings = [f for f in findings if f.code != "no_offline_layout"]
@@ -250,7 +250,7 @@ def study(path: Path, name: str, goal: str = "", model: str = "", seed: int = 0)
     )
 
 
-_NO_TARGET_FIX = (
+NO_TARGET_FIX = (
     "add a column with what the model should write (a few hundred good examples are enough), or choose a "
     "goal this data supports"
 )

@@ -148,5 +148,18 @@ def test_tickets_cannot_serve_summarize_tickets(realdata: Path, tmp_path: Path) 
     src = one(realdata, "customer_support_tickets/customer_support_tickets.csv")
     with pytest.raises(DataError) as info:
         prepare(src, src.name, tmp_path, seed=1, goal="summarize tickets")
-    assert str(info.value).startswith("no known column layout in customer_support_tickets.csv")
+    message = str(info.value)
+    assert message.startswith("no natural target for 'summarize tickets': no column holds summaries")
+    assert "'Resolution' is empty in 5,700 of 8,469 rows" in message and "\n" not in message
     assert not tmp_path.joinpath("train.jsonl").exists()
+
+
+def test_tickets_can_serve_a_goal_a_column_answers(realdata: Path, tmp_path: Path) -> None:
+    """No known layout, but the goal names a column the data does hold: the mapping is justified."""
+    src = one(realdata, "customer_support_tickets/customer_support_tickets.csv")
+    result = prepare(src, src.name, tmp_path, seed=1, goal="classify tickets by type")
+    records = check_sane(result)
+    assert result.notes[0].startswith("the goal decided the mapping: 'Ticket Type' has 5 distinct values")
+    answers = {r["messages"][-1]["content"] for r in records}
+    assert answers <= {"Refund request", "Technical issue", "Cancellation request", "Product inquiry",
+                       "Billing inquiry"}  # fmt: skip

@@ -8,6 +8,7 @@ imports; the daemon-level run per shape, forgectl ignite, is the end-to-end test
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,35 @@ def test_all_shapes_train_in_a_runner_process(tmp_path: Path) -> None:
     summary = next(e["message"] for e in result.of("log") if e["message"].startswith("format check passed"))
     assert "48 chat examples" in summary and "text chunks" in summary
     assert (tmp_path / "ws" / "output" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+# Every real dataset prepare accepts (`file`, side files, goal); the trainer must accept what prepare wrote.
+REAL = {
+    "alpaca": ("alpaca/alpaca_5000.json", (), ""),
+    "dolly": ("dolly15k_sample/databricks-dolly-15k.first12.jsonl", (), ""),
+    "openai-toy": ("openai_toy_chat_messages/toy_chat_fine_tuning.jsonl", (), ""),
+    "spider": ("spider_dev/dev.json", ("spider_dev/tables.json",), "Turn questions into SQL"),
+    "tinyshakespeare": ("tinyshakespeare/input.txt", (), "Write like Shakespeare"),
+    "tickets": ("customer_support_tickets/customer_support_tickets.csv", (), "classify tickets by type"),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(REAL))
+def test_what_prepare_makes_of_each_real_dataset_passes_the_trainers_preflight(
+    tmp_path: Path, dataset: str, tiny_tokenizer: PreTrainedTokenizerBase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = os.environ.get("FORGE_REALDATA")
+    if not root:
+        pytest.skip("FORGE_REALDATA is unset: point it at the shared datasets folder to run real-data checks")
+    file, sides, goal = REAL[dataset]
+    src = Path(root) / file
+    side_files = {Path(s).name: Path(root) / s for s in sides}
+    data = prepare(src, src.name, tmp_path, seed=1, goal=goal, side_files=side_files, max_seq_len=256)
+    ds = load_dataset(data.train_data, tiny_tokenizer, max_seq_len=256)
+    report = format_preflight(ds, tiny_tokenizer, max_seq_len=256)
+    assert "format check passed" in capsys.readouterr().out
+    if data.stats.kind == "text":  # documents are packed end to end into max_seq_len chunks
+        assert ds.documents == data.stats.train_examples and report.text_chunks > 0
+    else:
+        assert len(ds.examples) >= 0.9 * data.stats.train_examples, "the trainer keeps what prepare kept"
+    assert report.trained_tokens > 0
