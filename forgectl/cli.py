@@ -133,6 +133,13 @@ pass_state = click.make_pass_decorator(State, ensure=True)
 @click.option("--max-steps", type=click.IntRange(min=1), metavar="N", help="Stop after N optimizer steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), metavar="N", help="Examples per micro-batch.")
 @click.option("--seed", type=click.IntRange(min=0), metavar="N", help="Seed for the split and training.")
+@click.option(
+    "--with",
+    "with_files",
+    multiple=True,
+    metavar="FILE",
+    help="A file the processing script may read beside the data, e.g. Spider's tables.json (repeatable).",
+)
 @click.option("--no-export", is_flag=True, help="Keep the adapter only: no merge, GGUF, Ollama.")
 @click.option("--dry-run", is_flag=True, help="Upload, prepare and plan, then stop: nothing is submitted.")
 @click.option("--detach", "-d", is_flag=True, help="Submit and return at once with the job id.")
@@ -147,12 +154,14 @@ def ignite(
     max_steps: int | None,
     batch_size: int | None,
     seed: int | None,
+    with_files: tuple[str, ...],
     no_export: bool,
     dry_run: bool,
     detach: bool,
 ) -> None:
     """Fine-tune a model on FILE (csv, json, jsonl) toward GOAL, one sentence of intent."""
     path = check_data_file(file)
+    extra = [check_data_file(f) for f in with_files]
     goal = " ".join(goal.split())
     if not goal:
         raise ForgeError("the goal is empty: say in one sentence what the model should do")
@@ -162,7 +171,7 @@ def ignite(
     client = state.client()
 
     artifact = igniting.upload(client, path, con if human else None)
-    prepared = igniting.prepare(client, artifact.digest, goal, seed)
+    prepared = igniting.prepare(client, artifact.digest, goal, seed, igniting.side_files(client, extra))
     if human:
         con.print(output.prepare_summary(prepared))
     overrides = igniting.Overrides(model, epochs, max_steps, batch_size, seed)

@@ -13,7 +13,7 @@ from forge.v1 import artifacts_pb2, brain_pb2, jobs_pb2
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from forgectl.client import Client, rpc_code, upload_requests
+from forgectl.client import Client, ForgeError, rpc_code, upload_requests
 
 PROGRESS_BAR_ABOVE = 8 << 20
 SUBMIT_RETRY_WAIT_S = 1.0
@@ -65,8 +65,22 @@ def upload(client: Client, path: Path, con: Console | None) -> artifacts_pb2.Art
         return client.artifacts.Upload(upload_requests(path, advance))
 
 
-def prepare(client: Client, digest: str, goal: str, seed: int | None) -> brain_pb2.PrepareResponse:
-    return client.brain.Prepare(brain_pb2.PrepareRequest(data=digest, goal=goal, seed=seed or 0))
+def side_files(client: Client, paths: list[Path]) -> list[brain_pb2.SideFile]:
+    """Upload the files the processing script may read beside the data (e.g. Spider's tables.json)."""
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise ForgeError(
+            f"--with files need distinct names (the script sees them by name): {', '.join(names)}"
+        )
+    return [brain_pb2.SideFile(name=p.name, data=upload(client, p, None).digest) for p in paths]
+
+
+def prepare(
+    client: Client, digest: str, goal: str, seed: int | None, sides: list[brain_pb2.SideFile] | None = None
+) -> brain_pb2.PrepareResponse:
+    return client.brain.Prepare(
+        brain_pb2.PrepareRequest(data=digest, goal=goal, seed=seed or 0, side_files=sides or [])
+    )
 
 
 def plan(

@@ -59,15 +59,6 @@ def download(client: Client, digest: str, dest: Path) -> None:
         raise
 
 
-def side_files(client: Client, paths: list[Path]) -> list[brain_pb2.SideFile]:
-    names = [p.name for p in paths]
-    if len(set(names)) != len(names):
-        raise ForgeError(
-            f"--with files need distinct names (the script sees them by name): {', '.join(names)}"
-        )
-    return [brain_pb2.SideFile(name=p.name, data=ignite.upload(client, p, None).digest) for p in paths]
-
-
 def run(
     ws: Workspace,
     client: Client,
@@ -85,7 +76,7 @@ def run(
         goal=goal,
         no_upload=no_upload,
         script=script,
-        side_files=side_files(client, extra),
+        side_files=ignite.side_files(client, extra),
     )
     if config is not None:
         request.brain.CopyFrom(brain_access.choice(config.brain))

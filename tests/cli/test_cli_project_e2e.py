@@ -184,3 +184,17 @@ def test_real_datasets_prepare_and_plan_in_a_project(forged: Forged, tmp_path: P
     assert planned.returncode == 0, planned.stderr
     config = parse_config((project / "forge.yaml").read_text())
     assert config.model and config.training.max_seq_len and config.training.max_seq_len >= 128
+
+
+def test_ignite_takes_spiders_schema_as_a_side_file(forged: Forged, tmp_path: Path) -> None:
+    root = os.environ.get("FORGE_REALDATA")
+    if not root:
+        pytest.skip("FORGE_REALDATA is unset: point it at the shared datasets folder to run real-data checks")
+    spider = Path(root) / "spider_dev"
+    done = forgectl(
+        tmp_path, forged, "ignite", str(spider / "dev.json"), "Turn questions into SQL",
+        "--with", str(spider / "tables.json"), "--dry-run", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stats = last_json(done.stdout)["stats"]
+    assert stats["layout"] == "question/query+schema" and stats["dropped"] == 0
