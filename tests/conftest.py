@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,18 @@ from postgres import fresh_database, server_bin_dir, throwaway_cluster
 def forged(tmp_path: Path) -> Iterator[Forged]:
     with running_forged(tmp_path / "state") as d:
         yield d
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """The public datasets beside the checkout (../shared/datasets; .ci/run sets FORGE_REALDATA)."""
+    root = os.environ.get("FORGE_REALDATA")
+    if not root:
+        pytest.skip("FORGE_REALDATA is unset: point it at the shared datasets folder to run real-data checks")
+    path = Path(root)
+    if not path.is_dir():
+        pytest.fail(f"FORGE_REALDATA={root} is not a directory")
+    return path
 
 
 @pytest.fixture(scope="session")

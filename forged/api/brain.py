@@ -18,6 +18,7 @@ from forged.brain.llm.keys import KeyStore
 from forged.brain.llm.select import BrainSelector
 from forged.hardware.nvml import CachedProbe
 from forged.store.blobs import BlobStore
+from forged.store.users import Principal
 
 
 class BrainService(brain_pb2_grpc.BrainServicer):
@@ -41,10 +42,7 @@ class BrainService(brain_pb2_grpc.BrainServicer):
         self, request: brain_pb2.StudyRequest, context: grpc.ServicerContext
     ) -> brain_pb2.StudyResponse:
         who = self.auth.principal(context)
-        found = self.blobs.lookup(request.data, None if who.admin else who.name)
-        if found is None:
-            raise ApiError(grpc.StatusCode.NOT_FOUND, f"no uploaded data {request.data}: upload it first")
-        _, name = found
+        name = self._uploaded(request.data, who, "data")
         report = study.study(self.blobs.path(request.data), name, goal=request.goal, model=request.model)
         png = histogram.render_png(report.tokens, f"token lengths of {name}")
         return brain_pb2.StudyResponse(report_json=report.model_dump_json(), length_histogram_png=png)
@@ -54,16 +52,10 @@ class BrainService(brain_pb2_grpc.BrainServicer):
         self, request: brain_pb2.PrepareRequest, context: grpc.ServicerContext
     ) -> brain_pb2.PrepareResponse:
         who = self.auth.principal(context)
-        found = self.blobs.lookup(request.data, None if who.admin else who.name)
-        if found is None:
-            raise ApiError(grpc.StatusCode.NOT_FOUND, f"no uploaded data {request.data}: upload it first")
-        _, name = found
+        name = self._uploaded(request.data, who, "data")
         side_files = {}
         for side in request.side_files:
-            if self.blobs.lookup(side.data, None if who.admin else who.name) is None:
-                raise ApiError(
-                    grpc.StatusCode.NOT_FOUND, f"no uploaded side file {side.name}: upload it first"
-                )
+            self._uploaded(side.data, who, f"side file {side.name}")
             side_files[side.name] = self.blobs.path(side.data)
         brain, unavailable = self._brain(request, who.name)
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -98,6 +90,13 @@ class BrainService(brain_pb2_grpc.BrainServicer):
             notes=[*unavailable, *prepared.notes],
             repairs=prepared.repairs,
         )
+
+    def _uploaded(self, digest: str, who: Principal, what: str) -> str:
+        """The name an upload was given, if `who` may read it (admins read every user's)."""
+        found = self.blobs.lookup(digest, None if who.admin else who.name)
+        if found is None:
+            raise ApiError(grpc.StatusCode.NOT_FOUND, f"no uploaded {what} {digest}: upload it first")
+        return found[1]
 
     def _brain(self, request: brain_pb2.PrepareRequest, user: str) -> tuple[LLMBrain | None, list[str]]:
         """The LLM brain the request (or forged's default) names; None is the offline rules, which also

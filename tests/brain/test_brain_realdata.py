@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +10,6 @@ import pytest
 
 from forged.brain.ingest import DataError, PreparedData, prepare
 from forged.brain.planner import plan
-
-
-@pytest.fixture(scope="module")
-def realdata() -> Path:
-    root = os.environ.get("FORGE_REALDATA")
-    if not root:
-        pytest.skip("FORGE_REALDATA is unset: point it at the shared datasets folder to run real-data checks")
-    path = Path(root)
-    if not path.is_dir():
-        pytest.fail(f"FORGE_REALDATA={root} is not a directory")
-    return path
 
 
 def one(realdata: Path, pattern: str) -> Path:

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
 from forge.study_report import Finding, StudyReport
 
 from forged.brain.study import study
-
-
-@pytest.fixture(scope="module")
-def realdata() -> Path:
-    root = os.environ.get("FORGE_REALDATA")
-    if not root:
-        pytest.skip("FORGE_REALDATA is unset: point it at the shared datasets folder to run real-data checks")
-    path = Path(root)
-    if not path.is_dir():
-        pytest.fail(f"FORGE_REALDATA={root} is not a directory")
-    return path
 
 
 def run(realdata: Path, rel: str, goal: str = "") -> StudyReport:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -166,11 +165,10 @@ def test_prepare_and_plan_outside_a_project_and_a_replan_keeps_hand_edits(
 
 
 @pytest.mark.parametrize("pattern", ["alpaca/alpaca_5000.json", "dolly15k_sample/*.jsonl"])
-def test_real_datasets_prepare_and_plan_in_a_project(forged: Forged, tmp_path: Path, pattern: str) -> None:
-    root = os.environ.get("FORGE_REALDATA")
-    if not root:
-        pytest.skip("FORGE_REALDATA is unset: point it at the shared datasets folder to run real-data checks")
-    source = sorted(Path(root).glob(pattern))[0]
+def test_real_datasets_prepare_and_plan_in_a_project(
+    forged: Forged, tmp_path: Path, pattern: str, realdata: Path
+) -> None:
+    source = sorted(realdata.glob(pattern))[0]
     assert forgectl(tmp_path, forged, "init", "real").returncode == 0
     project = tmp_path / "real"
     prepared = forgectl(project, forged, "prepare", str(source), "Follow instructions", "--json")
@@ -186,11 +184,8 @@ def test_real_datasets_prepare_and_plan_in_a_project(forged: Forged, tmp_path: P
     assert config.model and config.training.max_seq_len and config.training.max_seq_len >= 128
 
 
-def test_ignite_takes_spiders_schema_as_a_side_file(forged: Forged, tmp_path: Path) -> None:
-    root = os.environ.get("FORGE_REALDATA")
-    if not root:
-        pytest.skip("FORGE_REALDATA is unset: point it at the shared datasets folder to run real-data checks")
-    spider = Path(root) / "spider_dev"
+def test_ignite_takes_spiders_schema_as_a_side_file(forged: Forged, tmp_path: Path, realdata: Path) -> None:
+    spider = realdata / "spider_dev"
     done = forgectl(
         tmp_path, forged, "ignite", str(spider / "dev.json"), "Turn questions into SQL",
         "--with", str(spider / "tables.json"), "--dry-run", "--json",

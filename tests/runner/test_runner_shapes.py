@@ -8,7 +8,6 @@ imports; the daemon-level run per shape, forgectl ignite, is the end-to-end test
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -85,14 +84,15 @@ REAL = {
 
 @pytest.mark.parametrize("dataset", sorted(REAL))
 def test_what_prepare_makes_of_each_real_dataset_passes_the_trainers_preflight(
-    tmp_path: Path, dataset: str, tiny_tokenizer: PreTrainedTokenizerBase, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    dataset: str,
+    realdata: Path,
+    tiny_tokenizer: PreTrainedTokenizerBase,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    root = os.environ.get("FORGE_REALDATA")
-    if not root:
-        pytest.skip("FORGE_REALDATA is unset: point it at the shared datasets folder to run real-data checks")
     file, sides, goal = REAL[dataset]
-    src = Path(root) / file
-    side_files = {Path(s).name: Path(root) / s for s in sides}
+    src = realdata / file
+    side_files = {Path(s).name: realdata / s for s in sides}
     data = prepare(src, src.name, tmp_path, seed=1, goal=goal, side_files=side_files, max_seq_len=256)
     ds = load_dataset(data.train_data, tiny_tokenizer, max_seq_len=256)
     report = format_preflight(ds, tiny_tokenizer, max_seq_len=256)
