@@ -19,19 +19,21 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from forged.brain import planner, sandbox, tokens
 from forged.brain.languages import language_mix
 from forged.brain.mapping import ColumnMapping
-from forged.brain.normalize import Loaded, normalize, read_data
+from forged.brain.normalize import Loaded, Normalized, normalize, read_data
 from forged.brain.sandbox import DEFAULT_LIMITS, Limits, SandboxResult
 from forged.brain.scripting import MAX_REPAIRS, Brain, BrainSession, ScriptAnswer
 from forged.brain.scripts import rows
@@ -190,8 +192,24 @@ def prepare(
         sample, _ = peek_records(normalized.path, name)
         cpt = chars_per_token or _measured_chars_per_token(sample, model, max_seq_len, seed)
         prepared = _run(
-            normalized.path, name, sides, sample, cpt, goal, brain, no_upload, script, max_seq_len, limits
+            normalized.path,
+            name,
+            sides,
+            sample,
+            cpt,
+            goal,
+            brain,
+            no_upload,
+            script,
+            max_seq_len,
+            limits,
+            Path(work),
         )
+        return _finish(prepared, out_dir, seed, val_fraction, _notes(prepared, normalized, name), model)
+
+
+def _notes(prepared: _Ran, normalized: Normalized, name: str) -> list[str]:
+    """What the user should know about how the script ran; _finish adds what the data showed."""
     conversation = prepared.conversation
     notes: list[str] = []
     if not prepared.sandboxed:
@@ -208,7 +226,7 @@ def prepare(
         )
     if conversation and conversation.repairs:
         notes.append(f"the {prepared.brain_name} brain's script was repaired {conversation.repairs} times")
-    return _finish(prepared, out_dir, seed, val_fraction, notes, model)
+    return notes
 
 
 @dataclass
@@ -236,9 +254,11 @@ def _run(
     script: str,
     max_seq_len: int,
     limits: Limits,
+    keep: Path,
 ) -> _Ran:
     """Get a script (the user's, Forge's template or the brain's), run it in the sandbox and validate its
-    output, sending a brain's failing script back for repair."""
+    output, sending a brain's failing script back for repair. The valid output is moved into `keep`, where
+    the split reads it."""
     conversation: BrainSession | None = None
     if script:
         answer, brain_name = None, "user"
@@ -258,6 +278,9 @@ def _run(
         try:
             with sandbox.run_script(text, inputs, args, limits, trusted=trusted) as result:
                 outcome = _check(result, max_seq_len, cpt)
+                if isinstance(outcome, tuple):
+                    # The sandbox's directory goes with the context; the split reads the records later.
+                    outcome[0].path = Path(shutil.move(outcome[0].path, keep / OUTPUT_NAME))
         except sandbox.SandboxUnavailable as exc:
             raise DataError(str(exc)) from None
         if isinstance(outcome, tuple):
@@ -344,11 +367,21 @@ def _finish(
 ) -> PreparedData:
     valid, report, script = ran.valid, ran.report, ran.script
     answer, conversation = ran.answer, ran.conversation
-    n = len(valid.lines)
+    n = len(valid)
     is_val = choose_val(valid.keys, _val_count(n, val_fraction), seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_path, val_path = out_dir / "train.jsonl", out_dir / "val.jsonl"
-    write_split(valid.lines, is_val, train_path, val_path)
+    # The records the token and language measures read are picked up as the split streams past them.
+    picked = set(tokens.sample_indices(valid.chars, seed))
+    sampled: list[bytes] = []
+
+    def lines() -> Iterator[bytes]:
+        for i, line in enumerate(valid.lines()):
+            if i in picked:
+                sampled.append(line)
+            yield line
+
+    write_split(lines(), is_val, train_path, val_path)
     (out_dir / SCRIPT_NAME).write_text(script, encoding="utf-8")
 
     dropped = Counter(_counts(report.get("dropped_reasons")))
@@ -358,7 +391,7 @@ def _finish(
         rows_in = n + sum(dropped.values())
     lengths = sorted(valid.chars)
     n_val = sum(is_val)
-    token_lengths, languages = _measure(valid, model, seed)
+    token_lengths, languages = _measure([_text_of(orjson.loads(line)) for line in sampled], model, seed)
     stats = DatasetStats(
         rows_in=rows_in,
         train_examples=n - n_val,
@@ -415,10 +448,8 @@ def _val_count(n: int, val_fraction: float) -> int:
     return min(n - 1, max(1, round(n * val_fraction)))
 
 
-def _measure(valid: ValidOutput, model: str, seed: int) -> tuple[tokens.Lengths, list[str]]:
-    """Token lengths (study's measure, over its bounded sample) and the languages of the examples."""
-    picked = tokens.sample_indices(valid.chars, seed)
-    texts = [_text_of(json.loads(valid.lines[i])) for i in picked]
+def _measure(texts: list[str], model: str, seed: int) -> tuple[tokens.Lengths, list[str]]:
+    """Token lengths (study's measure) and the languages of the sampled examples' texts."""
     lengths = tokens.measure(texts, model, seed)
     mix = language_mix(texts)  # each text is judged on its first kilobyte, so a few thousand are cheap
     # Languages only: "latin" (Latin script, no language told) and "other" (no script) are no answer.
