@@ -162,7 +162,7 @@ def ignite(
     client = state.client()
 
     artifact = igniting.upload(client, path, con if human else None)
-    prepared = igniting.prepare(client, artifact.digest, goal, seed)
+    prepared = igniting.prepare(client, artifact.digest, goal, seed, model)
     if human:
         con.print(output.prepare_summary(prepared))
     overrides = igniting.Overrides(model, epochs, max_steps, batch_size, seed)

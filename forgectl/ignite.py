@@ -65,8 +65,13 @@ def upload(client: Client, path: Path, con: Console | None) -> artifacts_pb2.Art
         return client.artifacts.Upload(upload_requests(path, advance))
 
 
-def prepare(client: Client, digest: str, goal: str, seed: int | None) -> brain_pb2.PrepareResponse:
-    return client.brain.Prepare(brain_pb2.PrepareRequest(data=digest, goal=goal, seed=seed or 0))
+def prepare(
+    client: Client, digest: str, goal: str, seed: int | None, model: str | None = None
+) -> brain_pb2.PrepareResponse:
+    """`model` (--model) counts the tokens in the stats with that model's tokenizer; None: the default."""
+    return client.brain.Prepare(
+        brain_pb2.PrepareRequest(data=digest, goal=goal, seed=seed or 0, model=model or "")
+    )
 
 
 def plan(

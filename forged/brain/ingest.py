@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,7 +55,7 @@ from forged.brain.scripts.rows import (
     tool_call_use,
 )
 from forged.brain.split import choose_val, write_split
-from forged.brain.validate import OutputInvalid, ValidOutput, validate_output
+from forged.brain.validate import OutputInvalid, Validator, ValidOutput
 
 __all__ = [
     "MIN_EXAMPLES_FOR_VAL",
@@ -275,12 +274,14 @@ def _run(
         text = script if answer is None else (answer.script or render(answer.mapping, name))
         # Only Forge's own templates may run without bubblewrap; a brain's or a user's script may not.
         trusted = answer is not None and not answer.script
+        # Validation follows the output while the script writes it; valid lines are copied to `keep`, where
+        # the split reads them after the sandbox's directory is gone.
+        validator = Validator(OUTPUT_NAME, keep / OUTPUT_NAME, max_seq_len=max_seq_len, chars_per_token=cpt)
         try:
-            with sandbox.run_script(text, inputs, args, limits, trusted=trusted) as result:
-                outcome = _check(result, max_seq_len, cpt)
-                if isinstance(outcome, tuple):
-                    # The sandbox's directory goes with the context; the split reads the records later.
-                    outcome[0].path = Path(shutil.move(outcome[0].path, keep / OUTPUT_NAME))
+            with sandbox.run_script(
+                text, inputs, args, limits, trusted=trusted, while_running=validator.poll
+            ) as result:
+                outcome = _check(result, validator)
         except sandbox.SandboxUnavailable as exc:
             raise DataError(str(exc)) from None
         if isinstance(outcome, tuple):
@@ -320,9 +321,10 @@ def _offline_mapping(
     return ColumnMapping.model_validate(found)
 
 
-def _check(result: SandboxResult, max_seq_len: int, cpt: float) -> tuple[ValidOutput, dict[str, Any]] | str:
+def _check(result: SandboxResult, validator: Validator) -> tuple[ValidOutput, dict[str, Any]] | str:
     """The validated output and the script's report, or one line saying what went wrong."""
     if not result.ok:
+        validator.close()
         tail = result.stderr_tail.strip()
         if result.returncode == 2 and not result.reason:
             return (
@@ -330,7 +332,7 @@ def _check(result: SandboxResult, max_seq_len: int, cpt: float) -> tuple[ValidOu
             )
         return f"{result.failure()}\n{tail[-1500:]}" if tail else result.failure()
     try:
-        valid = validate_output(result.out_dir / OUTPUT_NAME, max_seq_len=max_seq_len, chars_per_token=cpt)
+        valid = validator.finish(result.out_dir)
     except OutputInvalid as exc:
         return f"its output is invalid: {exc}"
     return valid, _read_report(result.out_dir / REPORT_NAME)

@@ -12,7 +12,7 @@ import os
 import random
 import string
 import tempfile
-from array import array
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,11 @@ def near_duplicate_key(record: dict[str, Any]) -> int:
         text = "\n".join(m["content"] for m in messages if m.get("role") == "user")
     else:
         text = str(record.get("text", ""))
+    return text_key(text)
+
+
+def text_key(text: str) -> int:
+    """`near_duplicate_key` of a record whose user turns (or text) are `text`."""
     text = text[: _KEY_CHARS * 2].casefold()
     if text.isascii():
         return hash(b" ".join(text.encode().translate(_ASCII_PUNCTUATION).split())[:_KEY_CHARS].decode())
@@ -47,22 +52,18 @@ def choose_val(keys: Sequence[int], n_val: int, seed: int) -> bytearray:
     A group that would overshoot n_val is skipped for a smaller one, so the count is met exactly whenever
     single rows remain; the choice depends only on the seed and the order groups first appear.
     """
-    group_of: dict[int, int] = {}
-    gids = array("l", (group_of.setdefault(k, len(group_of)) for k in keys))
-    sizes = array("l", bytes(8 * len(group_of)))
-    for gid in gids:
-        sizes[gid] += 1
-    order = list(range(len(group_of)))
+    sizes = Counter(keys)  # groups in the order they first appear
+    order = list(sizes)
     random.Random(seed).shuffle(order)
-    chosen = bytearray(len(group_of))
+    chosen: set[int] = set()
     total = 0
-    for gid in order:
+    for key in order:
         if total >= n_val:
             break
-        if total + sizes[gid] <= n_val:
-            chosen[gid] = 1
-            total += sizes[gid]
-    return bytearray(chosen[gid] for gid in gids)
+        if total + sizes[key] <= n_val:
+            chosen.add(key)
+            total += sizes[key]
+    return bytearray(map(chosen.__contains__, keys))
 
 
 def write_split(lines: Iterable[bytes], is_val: bytearray, train_path: Path, val_path: Path) -> None:

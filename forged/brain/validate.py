@@ -9,6 +9,7 @@ dropped and counted instead, because a handful of long rows in good data is not 
 
 from __future__ import annotations
 
+import os
 from array import array
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 
 from forged.brain.scripts.rows import alternates
-from forged.brain.split import near_duplicate_key
+from forged.brain.split import text_key
 
 _ROLES = frozenset({"system", "user", "assistant"})
 _MESSAGE_KEYS = frozenset({"role", "content", "weight"})
@@ -27,6 +28,8 @@ _TEXT_KEYS = frozenset({"text"})
 _CHAT_KEYS = frozenset({"messages"})
 _SHOWN_ERRORS = 3
 TOO_LONG = "longer than max_seq_len"
+# Bytes per read of the script's output.
+_CHUNK = 1 << 20
 
 
 class OutputInvalid(ValueError):
@@ -35,11 +38,11 @@ class OutputInvalid(ValueError):
 
 @dataclass
 class ValidOutput:
-    """What validation learnt about a script's output file, without holding its records: a million rows
-    cost a few bytes each here, and the records are read again from `path` for the split."""
+    """What validation learnt about a script's output, without holding its records: a million rows cost a
+    few bytes each here. The records themselves are in `path`, a copy of each valid line as it was checked,
+    so what is split is exactly what was validated, whatever the script does to its own file."""
 
     path: Path
-    keep: bytearray = field(default_factory=bytearray)  # per line of the file: 1 = a valid example kept
     keys: array[int] = field(default_factory=lambda: array("q"))  # near-duplicate keys for the split
     chars: array[int] = field(default_factory=lambda: array("q"))
     kinds: Counter[str] = field(default_factory=Counter)  # chat / text
@@ -49,70 +52,134 @@ class ValidOutput:
         return len(self.keys)
 
     def lines(self) -> Iterator[bytes]:
-        """The kept records as written (UTF-8 JSON, no line break), in file order."""
+        """The valid records (UTF-8 JSON, no line break), in the script's order."""
         with self.path.open("rb") as f:
-            for raw, kept in zip(f, self.keep, strict=False):
-                if kept:
-                    yield raw.rstrip(b"\r\n")
+            for raw in f:
+                yield raw[:-1]
 
 
-def validate_output(
-    path: Path, *, max_seq_len: int = 0, chars_per_token: float = 4.0, min_examples: int = 1
-) -> ValidOutput:
-    if not path.is_file():
-        raise OutputInvalid(f"the script wrote no {path.name}: it must write one JSON record a line there")
-    limit = int(max_seq_len * chars_per_token) if max_seq_len else 0
-    out = ValidOutput(path)
-    errors: list[str] = []
-    bad = 0
-    keep, keys, lengths, kinds = out.keep, out.keys, out.chars, out.kinds
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+class Validator:
+    """Validates the output file `name` in a script's output directory line by line, also while the script
+    is still writing it.
+
+    `poll` reads the complete lines written so far (call it while the script runs, so validation uses the
+    second core instead of waiting), `finish` the rest once the script has exited. Valid lines are copied to
+    `spool`. Should the script replace or shorten the file after lines were read, `finish` starts over from
+    the file as it ended.
+    """
+
+    def __init__(self, name: str, spool: Path, *, max_seq_len: int = 0, chars_per_token: float = 4.0):
+        self.name, self.spool = name, spool
+        self._limit = int(max_seq_len * chars_per_token) if max_seq_len else 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.out = ValidOutput(self.spool)
+        self._errors: list[str] = []
+        self._bad = 0
+        self._lineno = 0
+        self._offset = 0
+        self._partial = b""
+        self._ino = -1
+        self._spool_f = self.spool.open("wb", buffering=_CHUNK)
+
+    def poll(self, directory: Path, max_bytes: int = _CHUNK * 4) -> bool:
+        """Validate the complete lines written to the file in `directory` since the last call, up to about
+        `max_bytes`; whether any were read."""
+        try:
+            f = (directory / self.name).open("rb")
+        except OSError:
+            return False  # not written yet
+        with f:
+            ino = os.fstat(f.fileno()).st_ino
+            if self._ino not in (-1, ino) or os.fstat(f.fileno()).st_size < self._offset:
+                return False  # replaced or cut short: finish() starts over
+            self._ino = ino
+            f.seek(self._offset)
+            data = f.read(max_bytes)
+        if not data:
+            return False
+        self._offset += len(data)
+        data = self._partial + data
+        cut = data.rfind(b"\n") + 1
+        self._partial = data[cut:]
+        self._lines(data[:cut].split(b"\n")[:-1])
+        return True
+
+    def close(self) -> None:
+        """Stop without a result (the script failed)."""
+        self._spool_f.close()
+
+    def finish(self, directory: Path, min_examples: int = 1) -> ValidOutput:
+        """Validate the rest of the file: the output, or OutputInvalid naming the first bad lines."""
+        path = directory / self.name
+        try:
+            if not path.is_file():
+                raise OutputInvalid(
+                    f"the script wrote no {self.name}: it must write one JSON record a line there"
+                )
+            st = path.stat()
+            if self._ino not in (-1, st.st_ino) or st.st_size < self._offset:
+                self._spool_f.close()
+                self._reset()
+            while self.poll(directory):
+                pass
+            if self._partial:  # a last line without a line break
+                self._lines([self._partial])
+        finally:
+            self._spool_f.close()
+        out = self.out
+        if self._bad:
+            more = f" (and {self._bad - len(self._errors)} more)" if self._bad > len(self._errors) else ""
+            raise OutputInvalid(
+                f"{self._bad} invalid records in {self.name}: " + "; ".join(self._errors) + more
+            )
+        if len(out) < min_examples:
+            raise OutputInvalid(
+                f"{self.name} holds {len(out)} usable examples; at least {min_examples} are needed"
+            )
+        return out
+
+    def _lines(self, lines: list[bytes]) -> None:
+        out, limit, write = self.out, self._limit, self._spool_f.write
+        keys, lengths, kinds = out.keys, out.chars, out.kinds
+        for raw in lines:
+            self._lineno += 1
             try:
                 # orjson: several times faster than json here, and stricter (invalid UTF-8, lone surrogates).
-                record = orjson.loads(raw)
-                kind, chars = _check(record)
+                kind, chars, key = _check(orjson.loads(raw))
             except (ValueError, UnicodeDecodeError) as exc:
-                keep.append(0)
-                if not raw.decode("utf-8", "replace").strip():
-                    continue  # a blank line
-                bad += 1
-                if len(errors) < _SHOWN_ERRORS:
-                    errors.append(f"line {lineno}: {exc}")
+                if raw.decode("utf-8", "replace").strip():  # blank lines are allowed
+                    self._bad += 1
+                    if len(self._errors) < _SHOWN_ERRORS:
+                        self._errors.append(f"line {self._lineno}: {exc}")
                 continue
             if limit and kind == "chat" and chars > limit:
-                keep.append(0)
                 out.dropped[TOO_LONG] += 1
                 continue
-            keep.append(1)
-            keys.append(near_duplicate_key(record))
+            write(raw.rstrip(b"\r"))
+            write(b"\n")
+            keys.append(key)
             lengths.append(chars)
             kinds[kind] += 1
-    if bad:
-        more = f" (and {bad - len(errors)} more)" if bad > len(errors) else ""
-        raise OutputInvalid(f"{bad} invalid records in {path.name}: " + "; ".join(errors) + more)
-    if len(out) < min_examples:
-        raise OutputInvalid(
-            f"{path.name} holds {len(out)} usable examples; at least {min_examples} are needed"
-        )
-    return out
 
 
-def _check(record: Any) -> tuple[str, int]:
-    """The record's kind and length in characters; ValueError with what is wrong."""
+def _check(record: Any) -> tuple[str, int, int]:
+    """The record's kind, length in characters and near-duplicate key; ValueError with what is wrong."""
     if not isinstance(record, dict):
         raise ValueError("a record must be a JSON object")
     if record.keys() == _TEXT_KEYS:
         text = record["text"]
         if not isinstance(text, str) or not text or text.isspace():
             raise ValueError('"text" must be a non-empty string')
-        return "text", len(text)
+        return "text", len(text), text_key(text)
     if record.keys() != _CHAT_KEYS:
         raise ValueError(f'a record holds exactly "messages" or "text", not {sorted(record)}')
     messages = record["messages"]
     if not isinstance(messages, list) or not messages:
         raise ValueError('"messages" must be a non-empty list')
     chars = 0
+    users: list[str] = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not m.keys() <= _MESSAGE_KEYS:
             raise ValueError(f"message {i} must be an object with role, content and optional weight")
@@ -127,8 +194,10 @@ def _check(record: Any) -> tuple[str, int]:
         ):
             raise ValueError(f"message {i}: a weight (0 or 1) belongs on assistant turns only")
         chars += len(content)
+        if role == "user":
+            users.append(content)
     if not alternates(messages):
         raise ValueError("roles must alternate user/assistant after an optional system turn")
     if messages[-1]["role"] != "assistant":
         raise ValueError("the last turn must be the assistant's answer")
-    return "chat", chars
+    return "chat", chars, text_key("\n".join(users))

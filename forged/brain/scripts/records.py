@@ -123,11 +123,12 @@ class RecordStream:
         with self.path.open(encoding="utf-8-sig", newline="") as f:
             # DictReader would take a leading blank line as an empty header.
             skipped = 0
-            first = f.readline()
-            while first and not first.strip("\r\n"):
-                skipped += first.count("\n")
-                first = f.readline()
-            reader = csv.DictReader(_chain(first, f), delimiter=self._delimiter)
+            start = f.tell()
+            while (line := f.readline()) and not line.strip("\r\n"):
+                skipped += line.count("\n")
+                start = f.tell()
+            f.seek(start)  # back to the header, so the reader reads the file itself, not a Python generator
+            reader = csv.DictReader(f, delimiter=self._delimiter)
             try:
                 # Blank lines are skipped; short rows get None for missing cells, which counts as empty.
                 yield from reader
@@ -182,11 +183,6 @@ def _csv_header(path: Path) -> str:
             if line.strip("\r\n"):
                 return line
     return ""
-
-
-def _chain(first: str, rest: TextIO) -> Iterator[str]:
-    yield first
-    yield from rest
 
 
 def _first_content_line(f: TextIO) -> tuple[str, int]:
