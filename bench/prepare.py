@@ -92,21 +92,22 @@ started = time.perf_counter()
 proc = subprocess.Popen(sys.argv[1:])
 _, status, usage = os.wait4(proc.pid, 0)
 proc.returncode = 0
-print(usage.ru_maxrss, time.perf_counter() - started, os.waitstatus_to_exitcode(status))
+cpu = usage.ru_utime + usage.ru_stime
+print(usage.ru_maxrss, time.perf_counter() - started, cpu, os.waitstatus_to_exitcode(status))
 """
 
 
-def script_peak(script: Path, src: Path, out: Path) -> tuple[float, float]:
-    """The script's own peak memory and time: bubblewrap's pid-namespace init does not hand its child's
-    usage up, so the script runs again outside the sandbox."""
+def script_peak(script: Path, src: Path, out: Path) -> tuple[float, float, float]:
+    """The script's own peak memory, wall and CPU time: bubblewrap's pid-namespace init does not hand its
+    child's usage up, so the script runs again outside the sandbox."""
     argv = [sys.executable, "-I", "-S", str(script), "--input", str(src), "--output", str(out)]
     done = subprocess.run(
         [sys.executable, "-I", "-S", "-c", _MEASURE, *argv], capture_output=True, text=True, check=True
     )
-    kib, seconds, code = done.stdout.split()[-3:]
+    kib, seconds, cpu, code = done.stdout.split()[-4:]
     if code != "0":
         raise SystemExit(f"the script failed on its second run (exit {code})")
-    return int(kib) / 1024, float(seconds)
+    return int(kib) / 1024, float(seconds), float(cpu)
 
 
 def main() -> int:
@@ -120,9 +121,11 @@ def main() -> int:
         mib = src.stat().st_size / (1 << 20)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         spent = time_phases()
+        cpu_before = time.process_time()
         started = time.perf_counter()
         result = prepare(src, src.name, Path(tmp) / "out", seed=args.seed)
         elapsed = time.perf_counter() - started
+        own_cpu = time.process_time() - cpu_before
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         stats = result.stats
         where = "bubblewrap" if sandbox.bwrap() else "rlimits only"
@@ -131,12 +134,16 @@ def main() -> int:
         print(f"time: {elapsed:.1f} s, {args.rows / elapsed:,.0f} rows/s (target: 1M rows under 20 s)")
         rest = elapsed - sum(spent.values())
         for label, seconds in [*sorted(spent.items(), key=lambda kv: -kv[1]), ("the rest", rest)]:
-            print(f"  {label:<34} {seconds:6.1f} s")
-        script_mib, script_s = script_peak(
+            print(f"  {label:<46} {seconds:6.1f} s")
+        script_mib, script_s, script_cpu = script_peak(
             result.train_data.parent / "prepare_script.py", src, Path(tmp) / "again"
         )
         print(f"peak RSS: forged side {own:.0f} MiB (at start {before / 1024:.0f} MiB)")
-        print(f"peak RSS: the script {script_mib:.0f} MiB ({script_s:.1f} s), from a second, unsandboxed run")
+        print(
+            f"peak RSS: the script {script_mib:.0f} MiB; {script_s:.1f} s, {script_cpu:.1f} CPU s "
+            "(from a second, unsandboxed run)"
+        )
+        print(f"CPU: forged side {own_cpu:.1f} s during prepare")
     return 0
 
 

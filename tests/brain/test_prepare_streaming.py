@@ -24,7 +24,7 @@ SAME_RECORDS = {
     "one_object.jsonl": '{"data": [{"prompt": "a", "response": "b"}]}\n\n',
     "pretty.json": json.dumps([{"prompt": "a", "response": "b"}] * 2, indent=2),
     "wrapper.json": json.dumps({"data": [{"prompt": "a", "response": "b"}]}, indent=1),
-    "bom.csv": "\ufeffprompt,response\n\"multi\nline\",x\n",
+    "bom.csv": '\ufeffprompt,response\n"multi\nline",x\n',
     "leading_blanks.csv": "\r\n\nprompt;response\r\na;b\r\n\r\nshort\r\n",
     "long_row.csv": "prompt,response\na,b,extra\n",
     "paragraphs.txt": "first paragraph\n\nsecond\none\n",
@@ -93,7 +93,7 @@ os.replace("/out/next.jsonl", "/out/prepared.jsonl")
 @needs_bwrap
 def test_output_replaced_while_followed_is_validated_as_it_ended(tmp_path: Path) -> None:
     data = _write(tmp_path, "qa.csv", "prompt,response\n" + "".join(f"q{i},a{i}\n" for i in range(12)))
-    with pytest.raises(DataError, match="12 invalid records in prepared.jsonl: line 1: the last turn"):
+    with pytest.raises(DataError, match=r"12 invalid records in prepared\.jsonl: line 1: the last turn"):
         prepare(data, "qa.csv", tmp_path / "out", seed=1, script=SWAPPING)
     assert not (tmp_path / "out" / "train.jsonl").exists()
 
