@@ -171,7 +171,8 @@ def ignite(
     client = state.client()
 
     artifact = igniting.upload(client, path, con if human else None)
-    prepared = igniting.prepare(client, artifact.digest, goal, seed, igniting.side_files(client, extra))
+    sides = igniting.side_files(client, extra)
+    prepared = igniting.prepare(client, artifact.digest, goal, seed, model, sides)
     if human:
         con.print(output.prepare_summary(prepared))
     overrides = igniting.Overrides(model, epochs, max_steps, batch_size, seed)

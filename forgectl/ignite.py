@@ -76,11 +76,17 @@ def side_files(client: Client, paths: list[Path]) -> list[brain_pb2.SideFile]:
 
 
 def prepare(
-    client: Client, digest: str, goal: str, seed: int | None, sides: list[brain_pb2.SideFile] | None = None
+    client: Client,
+    digest: str,
+    goal: str,
+    seed: int | None,
+    model: str | None = None,
+    sides: list[brain_pb2.SideFile] | None = None,
 ) -> brain_pb2.PrepareResponse:
-    return client.brain.Prepare(
-        brain_pb2.PrepareRequest(data=digest, goal=goal, seed=seed or 0, side_files=sides or [])
-    )
+    """`model` (--model) counts the tokens in the stats with that model's tokenizer; None: the default."""
+    request = brain_pb2.PrepareRequest(data=digest, goal=goal, seed=seed or 0, model=model or "")
+    request.side_files.extend(sides or [])
+    return client.brain.Prepare(request)
 
 
 def plan(

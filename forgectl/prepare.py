@@ -80,6 +80,8 @@ def run(
     )
     if config is not None:
         request.brain.CopyFrom(brain_access.choice(config.brain))
+        # Token counts in the stats are the planned model's when forge.yaml names one.
+        request.model = config.model or ""
     resp = client.brain.Prepare(request)
     train_file = config.data.train if config else TRAIN_FILE
     val_path = config.data.val if config else VAL_FILE

@@ -72,6 +72,7 @@ class BrainService(brain_pb2_grpc.BrainServicer):
                 script=request.script,
                 side_files=side_files,
                 max_seq_len=request.max_seq_len,
+                model=request.model,
             )
             train, _ = self.blobs.put_file(prepared.train_data, who.name, f"{name}.train.jsonl")
             val = ""

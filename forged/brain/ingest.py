@@ -21,17 +21,18 @@ import json
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from forged.brain import planner, sandbox, tokens
 from forged.brain.languages import language_mix
 from forged.brain.mapping import ColumnMapping
-from forged.brain.normalize import Loaded, normalize, read_data
+from forged.brain.normalize import Loaded, Normalized, normalize, read_data
 from forged.brain.sandbox import DEFAULT_LIMITS, Limits, SandboxResult
 from forged.brain.scripting import MAX_REPAIRS, Brain, BrainSession, ScriptAnswer
 from forged.brain.scripts import rows
@@ -54,7 +55,7 @@ from forged.brain.scripts.rows import (
     tool_call_use,
 )
 from forged.brain.split import choose_val, write_split
-from forged.brain.validate import OutputInvalid, ValidOutput, validate_output
+from forged.brain.validate import OutputInvalid, Validator, ValidOutput
 
 __all__ = [
     "MIN_EXAMPLES_FOR_VAL",
@@ -190,8 +191,24 @@ def prepare(
         sample, _ = peek_records(normalized.path, name)
         cpt = chars_per_token or _measured_chars_per_token(sample, model, max_seq_len, seed)
         prepared = _run(
-            normalized.path, name, sides, sample, cpt, goal, brain, no_upload, script, max_seq_len, limits
+            normalized.path,
+            name,
+            sides,
+            sample,
+            cpt,
+            goal,
+            brain,
+            no_upload,
+            script,
+            max_seq_len,
+            limits,
+            Path(work),
         )
+        return _finish(prepared, out_dir, seed, val_fraction, _notes(prepared, normalized, name), model)
+
+
+def _notes(prepared: _Ran, normalized: Normalized, name: str) -> list[str]:
+    """What the user should know about how the script ran; _finish adds what the data showed."""
     conversation = prepared.conversation
     notes: list[str] = []
     if not prepared.sandboxed:
@@ -210,7 +227,7 @@ def prepare(
         notes.append(f"the {prepared.brain_name} brain's script was repaired {conversation.repairs} times")
     if prepared.answer is not None and prepared.answer.explanation:
         notes.insert(0, prepared.answer.explanation)
-    return _finish(prepared, out_dir, seed, val_fraction, notes, model)
+    return notes
 
 
 @dataclass
@@ -238,9 +255,11 @@ def _run(
     script: str,
     max_seq_len: int,
     limits: Limits,
+    keep: Path,
 ) -> _Ran:
     """Get a script (the user's, Forge's template or the brain's), run it in the sandbox and validate its
-    output, sending a brain's failing script back for repair."""
+    output, sending a brain's failing script back for repair. The valid output is moved into `keep`, where
+    the split reads it."""
     conversation: BrainSession | None = None
     if script:
         answer, brain_name = None, "user"
@@ -260,9 +279,14 @@ def _run(
         text = script if answer is None else (answer.script or render(answer.mapping, name))
         # Only Forge's own templates may run without bubblewrap; a brain's or a user's script may not.
         trusted = answer is not None and not answer.script
+        # Validation follows the output while the script writes it; valid lines are copied to `keep`, where
+        # the split reads them after the sandbox's directory is gone.
+        validator = Validator(OUTPUT_NAME, keep / OUTPUT_NAME, max_seq_len=max_seq_len, chars_per_token=cpt)
         try:
-            with sandbox.run_script(text, inputs, args, limits, trusted=trusted) as result:
-                outcome = _check(result, max_seq_len, cpt)
+            with sandbox.run_script(
+                text, inputs, args, limits, trusted=trusted, while_running=validator.poll
+            ) as result:
+                outcome = _check(result, validator)
         except sandbox.SandboxUnavailable as exc:
             raise DataError(str(exc)) from None
         if isinstance(outcome, tuple):
@@ -318,9 +342,10 @@ def _offline_mapping(
     return ColumnMapping.model_validate(found)
 
 
-def _check(result: SandboxResult, max_seq_len: int, cpt: float) -> tuple[ValidOutput, dict[str, Any]] | str:
+def _check(result: SandboxResult, validator: Validator) -> tuple[ValidOutput, dict[str, Any]] | str:
     """The validated output and the script's report, or one line saying what went wrong."""
     if not result.ok:
+        validator.close()
         tail = result.stderr_tail.strip()
         if result.returncode == 2 and not result.reason:
             return (
@@ -328,7 +353,7 @@ def _check(result: SandboxResult, max_seq_len: int, cpt: float) -> tuple[ValidOu
             )
         return f"{result.failure()}\n{tail[-1500:]}" if tail else result.failure()
     try:
-        valid = validate_output(result.out_dir / OUTPUT_NAME, max_seq_len=max_seq_len, chars_per_token=cpt)
+        valid = validator.finish(result.out_dir)
     except OutputInvalid as exc:
         return f"its output is invalid: {exc}"
     return valid, _read_report(result.out_dir / REPORT_NAME)
@@ -365,11 +390,21 @@ def _finish(
 ) -> PreparedData:
     valid, report, script = ran.valid, ran.report, ran.script
     answer, conversation = ran.answer, ran.conversation
-    n = len(valid.lines)
+    n = len(valid)
     is_val = choose_val(valid.keys, _val_count(n, val_fraction), seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_path, val_path = out_dir / "train.jsonl", out_dir / "val.jsonl"
-    write_split(valid.lines, is_val, train_path, val_path)
+    # The records the token and language measures read are picked up as the split streams past them.
+    picked = set(tokens.sample_indices(valid.chars, seed))
+    sampled: list[bytes] = []
+
+    def lines() -> Iterator[bytes]:
+        for i, line in enumerate(valid.lines()):
+            if i in picked:
+                sampled.append(line)
+            yield line
+
+    write_split(lines(), is_val, train_path, val_path)
     (out_dir / SCRIPT_NAME).write_text(script, encoding="utf-8")
 
     dropped = Counter(_counts(report.get("dropped_reasons")))
@@ -379,7 +414,7 @@ def _finish(
         rows_in = n + sum(dropped.values())
     lengths = sorted(valid.chars)
     n_val = sum(is_val)
-    token_lengths, languages = _measure(valid, model, seed)
+    token_lengths, languages = _measure([_text_of(orjson.loads(line)) for line in sampled], model, seed)
     stats = DatasetStats(
         rows_in=rows_in,
         train_examples=n - n_val,
@@ -436,10 +471,8 @@ def _val_count(n: int, val_fraction: float) -> int:
     return min(n - 1, max(1, round(n * val_fraction)))
 
 
-def _measure(valid: ValidOutput, model: str, seed: int) -> tuple[tokens.Lengths, list[str]]:
-    """Token lengths (study's measure, over its bounded sample) and the languages of the examples."""
-    picked = tokens.sample_indices(valid.chars, seed)
-    texts = [_text_of(json.loads(valid.lines[i])) for i in picked]
+def _measure(texts: list[str], model: str, seed: int) -> tuple[tokens.Lengths, list[str]]:
+    """Token lengths (study's measure) and the languages of the sampled examples' texts."""
     lengths = tokens.measure(texts, model, seed)
     mix = language_mix(texts)  # each text is judged on its first kilobyte, so a few thousand are cheap
     # Languages only: "latin" (Latin script, no language told) and "other" (no script) are no answer.

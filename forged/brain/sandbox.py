@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,11 +84,15 @@ def run_script(
     limits: Limits = DEFAULT_LIMITS,
     *,
     trusted: bool = False,
+    while_running: Callable[[Path], bool] | None = None,
 ) -> Iterator[SandboxResult]:
     """Run `script` as `python script --output /out ARGS` with each of `inputs` read-only at /in/NAME.
 
     Yields the result while its out_dir (what the script wrote to /out) still exists; it is removed after.
     `trusted` is for Forge's own template scripts only: they may run without bubblewrap.
+    `while_running(out_dir)` is called instead of idling while the script runs, to read its output as it
+    grows; it should return within a fraction of a second, True when it found work (it is called again at
+    once) and False when there was none.
     """
     wrapper = bwrap()
     if wrapper is None and not trusted:
@@ -117,7 +121,9 @@ def run_script(
             argv = [python, "-I", "-S", str(in_dir / "script.py"), "--output", str(out_dir)]
             argv += [a.replace("/in/", f"{in_dir}/", 1) if a.startswith("/in/") else a for a in args]
             cwd = str(out_dir)
-        yield _run(argv, cwd, run_dir, out_dir, limits, drop=drop, sandboxed=wrapper is not None)
+        yield _run(
+            argv, cwd, run_dir, out_dir, limits, drop=drop, sandboxed=wrapper is not None, busy=while_running
+        )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -187,7 +193,15 @@ def _processes_of(uid: int) -> int:
 
 
 def _run(
-    argv: list[str], cwd: str, run_dir: Path, out_dir: Path, limits: Limits, *, drop: bool, sandboxed: bool
+    argv: list[str],
+    cwd: str,
+    run_dir: Path,
+    out_dir: Path,
+    limits: Limits,
+    *,
+    drop: bool,
+    sandboxed: bool,
+    busy: Callable[[Path], bool] | None = None,
 ) -> SandboxResult:
     uid = NOBODY if drop else os.getuid()
     # The kernel counts every process of the uid against the limit, so leave room for those already running.
@@ -233,7 +247,8 @@ def _run(
                 _kill_tree(proc.pid)
                 _, status = os.waitpid(proc.pid, 0)
                 break
-            time.sleep(_POLL_S)
+            if busy is None or not busy(out_dir):
+                time.sleep(_POLL_S)
     except BaseException:
         _kill_tree(proc.pid)
         with contextlib.suppress(ChildProcessError):

@@ -56,3 +56,10 @@ def test_hostile_script_is_contained_and_the_daemon_serves_on(forged: Forged) ->
     assert prep.brain == "offline" and prep.train_data and list(prep.sent) == [] and prep.repairs == 0
     assert prep.script.startswith("#!/usr/bin/env python3") and '"layout": "flat"' in prep.mapping_json
     assert prep.stats.kind == "chat" and prep.stats.train_examples > 0
+    assert prep.stats.tokens_p50 > 0  # counted with the default (tiny) model's tokenizer
+    # The request's model chooses the tokenizer: one that is not on this machine leaves the counts unmeasured.
+    unknown = forged.brain.Prepare(
+        brain_pb2.PrepareRequest(data=digest, goal="support bot", seed=1, model="nobody/not-cached"),
+        timeout=60,
+    )
+    assert unknown.stats.tokens_p50 == 0 and unknown.stats.train_examples == prep.stats.train_examples

@@ -17,11 +17,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from forged.brain.scripts.records import TRUNCATED, load_records
-from forged.brain.scripts.rows import DataError, convert, layout_label, sql_schemas
+from forged.brain.scripts.records import TRUNCATED, RecordStream
+from forged.brain.scripts.rows import DataError, examples, layout_label, sql_schemas
 
 OUTPUT_NAME = "prepared.jsonl"
 REPORT_NAME = "report.json"
+
+# One encoder for every row: json.dumps with options builds a new one per call. The rows are built here
+# from strings, so there is no cycle to check for.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
 
 
 def main(argv: Sequence[str], mapping: Mapping[str, Any]) -> int:
@@ -44,22 +48,32 @@ def main(argv: Sequence[str], mapping: Mapping[str, Any]) -> int:
 
 
 def run(path: Path, name: str, out_dir: Path, mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """Stream `path` through the rules into out_dir/prepared.jsonl, one record at a time; the output is
+    removed again when the file turns out to be unusable, so a failed run leaves no half-written file."""
     dropped: Counter[str] = Counter()
-    records, fmt = load_records(path, name, dropped)
+    records = RecordStream(path, name)
     schemas, notes = _schemas(path, mapping)
-    examples, row_drops = convert(records, mapping, name, schemas)
-    dropped.update(row_drops)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / OUTPUT_NAME).open("w", encoding="utf-8", newline="\n") as f:
-        for example in examples:
-            row = {"text": example} if isinstance(example, str) else {"messages": example}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    output = out_dir / OUTPUT_NAME
+    kept = 0
+    try:
+        with output.open("w", encoding="utf-8", newline="\n") as f:
+            write = f.write
+            for example in examples(records, mapping, name, schemas, dropped):
+                write(_ENCODE({"text": example} if isinstance(example, str) else {"messages": example}))
+                write("\n")
+                kept += 1
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    if records.truncated_line:
+        dropped[TRUNCATED] += 1
     report = {
-        "rows_in": len(records) + dropped[TRUNCATED],
-        "examples": len(examples),
+        "rows_in": records.count + dropped[TRUNCATED],
+        "examples": kept,
         "dropped_reasons": dict(dropped.most_common()),
         "layout": layout_label(mapping),
-        "source_format": fmt,
+        "source_format": records.format,
         "notes": notes,
     }
     (out_dir / REPORT_NAME).write_text(json.dumps(report, indent=1), encoding="utf-8")

@@ -6,14 +6,16 @@ the same inside forged's sandbox, in the daemon and on the user's machine.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from forged.brain.scripts.rows import EXAMPLE_RECORD, DataError, column_spellings, known_layout
 
@@ -46,6 +48,8 @@ _WRAPPER_KEYS = frozenset({"data", "train", "examples", "records", "rows", "item
 
 # Python's default (128 KiB) rejects long documents in a single cell; real datasets have them.
 _CSV_FIELD_LIMIT = 2**31 - 1
+# Bytes per read while checking a file before streaming it: a large file is never held whole for the check.
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,171 @@ def load_records(
     no `dropped` it is refused, naming the line.
     """
     return parse_records(read_text(path, name), name, dropped)
+
+
+class RecordStream:
+    """A file's records one at a time, so a million-row CSV or JSONL file never sits in memory whole.
+
+    Yields exactly the records `load_records` returns, in order. `count` is how many were yielded so far and
+    `truncated_line` (known once the stream is exhausted) the line of a cut-off last JSONL record, which is
+    left out as `load_records` leaves it out. A JSON document (an array, a wrapper object) and a .txt/.md
+    file are parsed whole: neither can be cut into records before it is read to the end.
+    """
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path, self.name = path, name
+        self.count = 0
+        self.truncated_line = 0
+        _check_text_file(path, name)
+        ext = Path(name).suffix.lower()
+        self._whole: Parsed | None = None
+        with path.open(encoding="utf-8-sig", newline="\n") as f:
+            first, skipped = _first_content_line(f)
+        head = first.lstrip()[:1]
+        if head == "{" and _is_jsonl(path, first, skipped):
+            self.format: SourceFormat = "jsonl"
+        elif head in ("[", "{") or ext in (*_TEXT_EXTENSIONS, ".json", ".jsonl", ".ndjson"):
+            self._whole = parse(read_text(path, name), name)
+            self.format = self._whole.format
+            self.truncated_line = self._whole.truncated_line
+        else:
+            delimiter = _sniff_delimiter(_csv_header(path), ext)
+            if delimiter is None:
+                raise DataError(_no_columns(name))
+            self.format = "tsv" if delimiter == "\t" else "csv"
+            self._delimiter = delimiter
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._whole is not None:
+            records: Iterator[dict[str, Any]] = iter(self._whole.records)
+        elif self.format == "jsonl":
+            records = self._jsonl()
+        else:
+            records = self._csv()
+        for record in records:
+            self.count += 1
+            yield record
+
+    def _csv(self) -> Iterator[dict[str, Any]]:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+        with self.path.open(encoding="utf-8-sig", newline="") as f:
+            # DictReader would take a leading blank line as an empty header.
+            skipped = 0
+            start = f.tell()
+            while (line := f.readline()) and not line.strip("\r\n"):
+                skipped += line.count("\n")
+                start = f.tell()
+            f.seek(start)  # back to the header, so the reader reads the file itself, not a Python generator
+            reader = csv.DictReader(f, delimiter=self._delimiter)
+            try:
+                # Blank lines are skipped; short rows get None for missing cells, which counts as empty.
+                yield from reader
+            except csv.Error as exc:
+                raise DataError(
+                    f"{self.name} is not valid CSV near line {reader.line_num + skipped} ({exc}): check the "
+                    "quoting on that line (a cell containing commas or newlines must be wrapped in double "
+                    "quotes)"
+                ) from None
+        if not self.count:
+            raise DataError(
+                f"{self.name} has a header but no rows: add at least {MIN_EXAMPLES_FOR_VAL} examples below "
+                "the header"
+            )
+
+    def _jsonl(self) -> Iterator[dict[str, Any]]:
+        # Lines end at \n only: JSON allows U+2028 and a lone \r inside a record's strings and spacing.
+        with self.path.open(encoding="utf-8-sig", newline="\n") as f:
+            for lineno, raw in enumerate(f, start=1):
+                line = raw.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    rest = f.read()
+                    # A file that stops mid-record lost its end in transit: the rest of it is still good.
+                    if not rest.strip() and not (raw + rest).endswith("\n"):
+                        self.truncated_line = lineno
+                        return
+                    raise DataError(_bad_jsonl_line(self.name, lineno, exc)) from None
+                except (ValueError, RecursionError) as exc:
+                    raise DataError(_bad_jsonl_line(self.name, lineno, exc)) from None
+                if not isinstance(rec, dict):
+                    raise DataError(_not_an_object(self.name, f"line {lineno}", rec))
+                yield rec
+        if not self.count:
+            require_records([], self.name)
+
+
+def _no_columns(name: str) -> str:
+    return (
+        f"{name} looks like plain text without columns: name it .txt to train on it as plain text "
+        "(continued pre-training), or give a CSV with a header row such as prompt,response"
+    )
+
+
+def _csv_header(path: Path) -> str:
+    """The first line after any leading line breaks, as `_sniff_delimiter` reads it from the whole text."""
+    with path.open(encoding="utf-8-sig", newline="\n") as f:
+        for line in f:
+            if line.strip("\r\n"):
+                return line
+    return ""
+
+
+def _first_content_line(f: TextIO) -> tuple[str, int]:
+    """The first line that is not blank, and how many lines came before it."""
+    skipped = 0
+    for line in f:
+        if line.strip():
+            return line, skipped
+        skipped += 1
+    return "", skipped
+
+
+def _is_jsonl(path: Path, first: str, skipped: int) -> bool:
+    """One JSON object a line: the first record parses on its own and something follows it. Anything else
+    that starts with "{" (a pretty-printed document, one object alone) is read whole, as `parse` reads it."""
+    try:
+        json.loads(first)
+    except (ValueError, RecursionError):
+        return False
+    with path.open(encoding="utf-8-sig", newline="\n") as f:
+        for _ in range(skipped + 1):
+            f.readline()
+        return any(line.strip() for line in f)
+
+
+def _check_text_file(path: Path, name: str) -> None:
+    """Refuse what `decode_utf8` refuses, reading the file in chunks; the message comes from `read_text`."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    fine, blank = True, True
+    try:
+        with path.open("rb") as f:
+            head = f.read(_CHUNK)
+            fine = not head.startswith((b"\xff\xfe", b"\xfe\xff", *(magic for magic, _ in _MAGIC)))
+            chunk = head.removeprefix(codecs.BOM_UTF8)
+            while fine and chunk:
+                fine = b"\x00" not in chunk
+                decoder.decode(chunk)
+                blank = blank and chunk.isspace()
+                chunk = f.read(_CHUNK)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        fine = False
+    except OSError as exc:
+        raise DataError(f"cannot read {name}: {exc.strerror or exc}; check the path and permissions") from exc
+    if not fine or blank:
+        read_text(path, name)  # raises the one-line message, naming the offset and line of a bad byte
+
+
+def _bad_jsonl_line(name: str, lineno: int, exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return (
+            f"{name} line {lineno} is not valid JSON ({exc.msg} at column {exc.colno}): fix or remove that "
+            f"line; each line must be one object like {EXAMPLE_RECORD}"
+        )
+    return f"{name} line {lineno} cannot be read as JSON ({_short(exc)}): {_JSON_SHAPE_HINT}"
 
 
 def peek_records(
@@ -141,10 +310,7 @@ def parse(text: str, name: str) -> Parsed:
             return Parsed(table, "tsv" if delimiter == "\t" else "csv", delimiter=delimiter)
         return Parsed(_documents(text), "text")
     if delimiter is None:
-        raise DataError(
-            f"{name} looks like plain text without columns: name it .txt to train on it as plain text "
-            "(continued pre-training), or give a CSV with a header row such as prompt,response"
-        )
+        raise DataError(_no_columns(name))
     records = _parse_csv(text, name, delimiter)
     if not records:
         raise DataError(
@@ -273,14 +439,9 @@ def _parse_jsonl(text: str, name: str) -> tuple[list[dict[str, Any]], int]:
             # line anywhere else, or one the file ends cleanly after, is the user's to fix.
             if lineno == last and not text.endswith("\n"):
                 return records, lineno
-            raise DataError(
-                f"{name} line {lineno} is not valid JSON ({exc.msg} at column {exc.colno}): fix or remove "
-                f"that line; each line must be one object like {EXAMPLE_RECORD}"
-            ) from None
+            raise DataError(_bad_jsonl_line(name, lineno, exc)) from None
         except (ValueError, RecursionError) as exc:
-            raise DataError(
-                f"{name} line {lineno} cannot be read as JSON ({_short(exc)}): {_JSON_SHAPE_HINT}"
-            ) from None
+            raise DataError(_bad_jsonl_line(name, lineno, exc)) from None
         if not isinstance(rec, dict):
             raise DataError(_not_an_object(name, f"line {lineno}", rec))
         records.append(rec)

@@ -12,7 +12,7 @@ import json
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -154,7 +154,7 @@ def layout_label(mapping: Mapping[str, Any]) -> str:
 
 
 def convert(
-    records: Sequence[Mapping[str, Any]],
+    records: Iterable[Mapping[str, Any]],
     mapping: Mapping[str, Any],
     name: str = "the data",
     schemas: Mapping[str, str] | None = None,
@@ -166,17 +166,42 @@ def convert(
     silently train something else. `schemas` maps a Spider db_id to its schema text (see `sql_schemas`).
     A text mapping with `chunk_tokens` cuts long documents into pieces of about that many tokens.
     """
-    results: Iterable[Example | Dropped] = row_results(records, mapping, name, schemas)
+    dropped: Counter[str] = Counter()
+    return list(examples(records, mapping, name, schemas, dropped)), dropped
+
+
+def examples(
+    records: Iterable[Mapping[str, Any]],
+    mapping: Mapping[str, Any],
+    name: str,
+    schemas: Mapping[str, str] | None,
+    dropped: Counter[str],
+) -> Iterator[Example]:
+    """`convert` one record at a time, counting drops into `dropped`: what a script streams to its output.
+    The file-level DataErrors come when the records run out, so a caller writes to a file it can discard."""
+    rows = 0
+
+    def counted() -> Iterator[Mapping[str, Any]]:
+        nonlocal rows
+        for rec in records:
+            rows += 1
+            yield rec
+
+    results: Iterable[Example | Dropped] = iter_row_results(counted(), mapping, name, schemas)
     if mapping["layout"] == "text":
         chunk_chars = int(
             int(mapping.get("chunk_tokens") or 0) * float(mapping.get("chars_per_token") or 4.0)
         )
         results = (piece for result in results for piece in _chunks(result, chunk_chars))
-    dropped: Counter[str] = Counter()
-    examples = _collect(results, dropped)
-    if not examples:
-        raise DataError(_nothing_usable_message(name, len(records), dropped))
-    return examples, dropped
+    kept = 0
+    for result in results:
+        if isinstance(result, Dropped):
+            dropped[str(result)] += 1
+        else:
+            kept += 1
+            yield result
+    if not kept:
+        raise DataError(_nothing_usable_message(name, rows, dropped))
 
 
 def row_results(
@@ -190,65 +215,123 @@ def row_results(
     What `convert` builds on, for callers (study) that report which rows fail and why. Raises the same
     file-level DataErrors; documents are not chunked here.
     """
-    spellings = column_spellings(records)
+    return list(iter_row_results(records, mapping, name, schemas))
 
-    def keys(role: str, required: bool = True) -> tuple[str, ...]:
-        column = mapping.get(role)
-        if not column:
-            return ()
-        found = spellings.get(str(column).strip().lower(), ())
-        if not found and required:
-            shown = ", ".join(s[0] for s in list(spellings.values())[:20])
-            raise DataError(
-                f"the mapping's {role} column {column!r} is not in {name} (columns: {shown}); "
-                "choose one of those columns"
-            )
+
+class _Columns:
+    """Where each of the mapping's columns is in a record, matched case-insensitively.
+
+    JSON records may each spell a column differently, so the spellings seen so far are kept in the order
+    they first appear (a record holding two spellings takes the first one with a value); CSV rows repeat one
+    header, which the cache by key set makes cheap. A mapped column that no record has is a DataError.
+    """
+
+    def __init__(self, wanted: Mapping[str, Any], required: Sequence[str]) -> None:
+        self._wanted = {role: str(column).strip().lower() for role, column in wanted.items() if column}
+        self._required = [role for role in required if role in self._wanted]
+        self._found: set[str] = set()
+        self.spellings: dict[str, list[str]] = {}
+        self._by_keyset: dict[tuple[Any, ...], dict[str, tuple[str, ...]]] = {}
+
+    def of(self, rec: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        keyset = tuple(rec)
+        found = self._by_keyset.get(keyset)
+        if found is None:
+            for key in keyset:
+                if isinstance(key, str) and key.strip():
+                    spelled = self.spellings.setdefault(key.strip().lower(), [])
+                    if key not in spelled:
+                        spelled.append(key)
+            present = set(keyset)
+            found = {
+                role: tuple(k for k in self.spellings.get(column, ()) if k in present)
+                for role, column in self._wanted.items()
+            }
+            self._found.update(role for role, keys in found.items() if keys)
+            self._by_keyset[keyset] = found
         return found
 
-    system_keys = keys("system", required=False)
+    def check(self, mapping: Mapping[str, Any], name: str) -> None:
+        """Raise for the first required column that no record had."""
+        for role in self._required:
+            if role not in self._found:
+                shown = ", ".join(s[0] for s in list(self.spellings.values())[:20])
+                raise DataError(
+                    f"the mapping's {role} column {mapping[role]!r} is not in {name} (columns: {shown}); "
+                    "choose one of those columns"
+                )
+
+
+def iter_row_results(
+    records: Iterable[Mapping[str, Any]],
+    mapping: Mapping[str, Any],
+    name: str = "the data",
+    schemas: Mapping[str, str] | None = None,
+) -> Iterator[Example | Dropped]:
+    """`row_results` one record at a time. File-level problems are raised once the records run out, in
+    the order a whole-file check would find them: a missing column, tool calls, a bad weight."""
+    kind = mapping["layout"]
+    if kind not in LAYOUTS:
+        raise DataError(f"unknown layout {kind!r} in the mapping: use one of {', '.join(LAYOUTS)}")
+    # The columns whose absence stops the file, in the order they are reported.
+    required = {
+        "messages": ("turns",),
+        "sharegpt": ("turns",),
+        "text": ("text",),
+        "sql": ("prompt", "response"),
+    }
+    roles = ("system", "turns", "text", "prompt", "response", "context")
+    wanted = {role: mapping.get(role) for role in roles} | ({"db_id": "db_id"} if kind == "sql" else {})
+    columns = _Columns(wanted, required.get(kind, ("prompt", "response", "context")))
     repetitive = _is_repetitive if mapping.get("drop_repetitive", True) else _never
     placeholders = mapping.get("placeholders_as_empty", True)
-
-    def system_of(rec: Mapping[str, Any]) -> str:
-        return _text(_get(rec, system_keys)) if system_keys else ""
-
-    kind = mapping["layout"]
+    system_key = "system" if mapping.get("system") else ""
     if kind in ("messages", "sharegpt"):
-        turn_keys = keys("turns")
-        _reject_tool_calls(records, turn_keys, name)
-        return [
-            _from_turns(_get(rec, turn_keys), system_of(rec), f"record {i} of {name}", repetitive)
-            for i, rec in enumerate(records, start=1)
-        ]
-    if kind == "text":
-        text_keys = keys("text")
-        return [_from_text(_get(rec, text_keys), repetitive) for rec in records]
-    if kind == "sql":
-        prompt_keys, answer_keys, db_keys = keys("prompt"), keys("response"), spellings.get("db_id", ())
-        return [
-            _from_sql(
-                _text(_get(rec, prompt_keys)),
-                _text(_get(rec, answer_keys)),
-                _text(_get(rec, db_keys)),
+        total = tool_records = 0
+        signs: Counter[str] = Counter()
+        weight_error: DataError | None = None
+        for rec in records:
+            total += 1
+            found = columns.of(rec)
+            turns = _get(rec, found.get("turns", ()))
+            sign = _tool_signs(rec, turns)
+            if sign:
+                tool_records += 1
+                signs.update(sign)
+            if tool_records or weight_error:
+                continue  # the file is refused at the end; only the count of tool-call records matters
+            system = _text(_get(rec, found.get("system", ()))) if system_key else ""
+            try:
+                yield _from_turns(turns, system, f"record {total} of {name}", repetitive)
+            except DataError as exc:
+                weight_error = exc
+        columns.check(mapping, name)
+        if tool_records:
+            raise DataError(_tool_calls_message(tool_records, total, signs, name))
+        if weight_error:
+            raise weight_error
+        return
+    for rec in records:
+        found = columns.of(rec)
+        if kind == "text":
+            yield _from_text(_get(rec, found.get("text", ())), repetitive)
+        elif kind == "sql":
+            yield _from_sql(
+                _text(_get(rec, found.get("prompt", ()))),
+                _text(_get(rec, found.get("response", ()))),
+                _text(_get(rec, found.get("db_id", ()))),
                 schemas,
             )
-            for rec in records
-        ]
-    if kind == "flat":
-        prompt_keys, answer_keys = keys("prompt"), keys("response")
-        extra_keys = keys("context")
-        return [
-            _from_flat(
-                _text(_get(rec, prompt_keys)),
-                _text(_get(rec, extra_keys)) if extra_keys else "",
-                _text(_get(rec, answer_keys)),
-                system_of(rec),
+        else:
+            yield _from_flat(
+                _text(_get(rec, found.get("prompt", ()))),
+                _text(_get(rec, found.get("context", ()))),
+                _text(_get(rec, found.get("response", ()))),
+                _text(_get(rec, found.get("system", ()))) if system_key else "",
                 repetitive,
                 placeholders,
             )
-            for rec in records
-        ]
-    raise DataError(f"unknown layout {kind!r} in the mapping: use one of {', '.join(LAYOUTS)}")
+    columns.check(mapping, name)
 
 
 def sql_schemas(tables: Any) -> dict[str, str]:
@@ -324,16 +407,6 @@ def _chunks(doc: Document | Dropped, max_chars: int) -> list[Document | Dropped]
 
 class Dropped(str):
     """Why a record was dropped (a str subclass, so it cannot be mistaken for a document)."""
-
-
-def _collect(results: Iterable[Example | Dropped], dropped: Counter[str]) -> list[Example]:
-    examples: list[Example] = []
-    for result in results:
-        if isinstance(result, Dropped):
-            dropped[str(result)] += 1
-        else:
-            examples.append(result)
-    return examples
 
 
 def column_spellings(records: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, ...]]:
@@ -448,24 +521,22 @@ _TOOL_RECORD_KEYS = frozenset({"tools", "functions"})
 _NO_TOOLS: tuple[Any, ...] = (None, "", "[]", [])
 
 
-def _reject_tool_calls(records: Sequence[Mapping[str, Any]], turn_keys: tuple[str, ...], name: str) -> None:
+def _tool_calls_message(tool_records: int, total: int, signs: Counter[str], name: str) -> str:
     """Refuse tool-calling data with one line that says why and what to do.
 
     Forge trains through the model's own chat template, and tool calls are where templates differ most
     (Qwen's <tool_call> tags, Llama 3's ipython role, Mistral's [TOOL_CALLS] with 9-character ids; SmolLM2,
     TinyLlama and Phi-3 have no tool format at all). Flattening calls into plain assistant text would train
     a format no runtime parses; dropping those conversations would silently train a different model (the
-    plain answers in such sets were written with the tools in view). So the whole file stops here.
+    plain answers in such sets were written with the tools in view). So the whole file stops.
     """
-    tool_records, signs = tool_call_use(records, turn_keys)
-    if tool_records:
-        what = ", ".join(sign if sign.startswith("a ") else f"'{sign}'" for sign, _ in signs.most_common(4))
-        raise DataError(
-            f"{tool_records} of {len(records)} conversations in {name} use tool calling ({what}), which "
-            "Forge cannot train yet: every model family formats tool calls differently; remove those "
-            "conversations (and any tools field) to train on the plain chats, or write each call out as "
-            "ordinary user/assistant text"
-        )
+    what = ", ".join(sign if sign.startswith("a ") else f"'{sign}'" for sign, _ in signs.most_common(4))
+    return (
+        f"{tool_records} of {total} conversations in {name} use tool calling ({what}), which "
+        "Forge cannot train yet: every model family formats tool calls differently; remove those "
+        "conversations (and any tools field) to train on the plain chats, or write each call out as "
+        "ordinary user/assistant text"
+    )
 
 
 def tool_call_use(
@@ -475,14 +546,18 @@ def tool_call_use(
     tool_records = 0
     signs: Counter[str] = Counter()
     for rec in records:
-        found = {role for role in map(_tool_role, _as_list(_get(rec, turn_keys))) if role}
-        found |= {
-            f"a {k} field" for k in rec if str(k).lower() in _TOOL_RECORD_KEYS and rec[k] not in _NO_TOOLS
-        }
+        found = _tool_signs(rec, _get(rec, turn_keys))
         if found:
             tool_records += 1
             signs.update(found)
     return tool_records, signs
+
+
+def _tool_signs(rec: Mapping[str, Any], turns: Any) -> set[str]:
+    """The signs of tool calling in one record whose turns are `turns`: tool roles, a tools field."""
+    found = {role for role in map(_tool_role, _as_list(turns)) if role}
+    found |= {f"a {k} field" for k in rec if str(k).lower() in _TOOL_RECORD_KEYS and rec[k] not in _NO_TOOLS}
+    return found
 
 
 def _as_list(turns: Any) -> list[Any]:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from forge.v1 import jobs_pb2 as forge_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66orge/v1/brain.proto\x12\x08\x66orge.v1\x1a\x13\x66orge/v1/jobs.proto\"9\n\x0cStudyRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\t\x12\x0c\n\x04goal\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"B\n\rStudyResponse\x12\x13\n\x0breport_json\x18\x01 \x01(\t\x12\x1c\n\x14length_histogram_png\x18\x02 \x01(\x0c\"&\n\x08SideFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\"\xd6\x01\n\x0ePrepareRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\t\x12\x0c\n\x04goal\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x14\n\x0cval_fraction\x18\x04 \x01(\x01\x12$\n\x05\x62rain\x18\x05 \x01(\x0b\x32\x15.forge.v1.BrainChoice\x12\x11\n\tno_upload\x18\x06 \x01(\x08\x12\x0e\n\x06script\x18\x07 \x01(\t\x12&\n\nside_files\x18\x08 \x03(\x0b\x32\x12.forge.v1.SideFile\x12\x13\n\x0bmax_seq_len\x18\t \x01(\r\"\x97\x03\n\x0c\x44\x61tasetStats\x12\x0f\n\x07rows_in\x18\x01 \x01(\x04\x12\x16\n\x0etrain_examples\x18\x02 \x01(\x04\x12\x14\n\x0cval_examples\x18\x03 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x04\x12\x43\n\x0f\x64ropped_reasons\x18\x05 \x03(\x0b\x32*.forge.v1.DatasetStats.DroppedReasonsEntry\x12\x0e\n\x06layout\x18\x06 \x01(\t\x12\x15\n\rsource_format\x18\x07 \x01(\t\x12\x11\n\tchars_p50\x18\x08 \x01(\x04\x12\x11\n\tchars_p95\x18\t \x01(\x04\x12\x11\n\tchars_max\x18\n \x01(\x04\x12\x12\n\ntokens_p50\x18\x0b \x01(\x04\x12\x12\n\ntokens_p95\x18\x0c \x01(\x04\x12\x12\n\ntokens_p99\x18\r \x01(\x04\x12\x11\n\tlanguages\x18\x0e \x03(\t\x12\x0c\n\x04kind\x18\x0f \x01(\t\x1a\x35\n\x13\x44roppedReasonsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xc1\x01\n\x0fPrepareResponse\x12\x12\n\ntrain_data\x18\x01 \x01(\t\x12\x10\n\x08val_data\x18\x02 \x01(\t\x12%\n\x05stats\x18\x03 \x01(\x0b\x32\x16.forge.v1.DatasetStats\x12\r\n\x05\x62rain\x18\x04 \x01(\t\x12\x0e\n\x06script\x18\x05 \x01(\t\x12\x14\n\x0cmapping_json\x18\x06 \x01(\t\x12\x0c\n\x04sent\x18\x07 \x03(\t\x12\r\n\x05notes\x18\x08 \x03(\t\x12\x0f\n\x07repairs\x18\t \x01(\r\"\x9e\x01\n\x0bPlanRequest\x12\x0c\n\x04goal\x18\x01 \x01(\t\x12%\n\x05stats\x18\x02 \x01(\x0b\x32\x16.forge.v1.DatasetStats\x12&\n\toverrides\x18\x03 \x01(\x0b\x32\x13.forge.v1.TrainSpec\x12\x0c\n\x04gpus\x18\x04 \x01(\r\x12$\n\x05\x62rain\x18\x05 \x01(\x0b\x32\x15.forge.v1.BrainChoice\"<\n\x0cPlanDecision\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x81\x01\n\x0cPlanResponse\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.forge.v1.TrainSpec\x12)\n\tdecisions\x18\x02 \x03(\x0b\x32\x16.forge.v1.PlanDecision\x12\r\n\x05\x62rain\x18\x03 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x04\"9\n\x11\x43heckBrainRequest\x12$\n\x05\x62rain\x18\x01 \x01(\x0b\x32\x15.forge.v1.BrainChoice\"@\n\x12\x43heckBrainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x62rain\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"/\n\x12SetBrainKeyRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"%\n\x13SetBrainKeyResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x32\xcd\x02\n\x05\x42rain\x12\x38\n\x05Study\x12\x16.forge.v1.StudyRequest\x1a\x17.forge.v1.StudyResponse\x12>\n\x07Prepare\x12\x18.forge.v1.PrepareRequest\x1a\x19.forge.v1.PrepareResponse\x12\x35\n\x04Plan\x12\x15.forge.v1.PlanRequest\x1a\x16.forge.v1.PlanResponse\x12G\n\nCheckBrain\x12\x1b.forge.v1.CheckBrainRequest\x1a\x1c.forge.v1.CheckBrainResponse\x12J\n\x0bSetBrainKey\x12\x1c.forge.v1.SetBrainKeyRequest\x1a\x1d.forge.v1.SetBrainKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66orge/v1/brain.proto\x12\x08\x66orge.v1\x1a\x13\x66orge/v1/jobs.proto\"9\n\x0cStudyRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\t\x12\x0c\n\x04goal\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\"B\n\rStudyResponse\x12\x13\n\x0breport_json\x18\x01 \x01(\t\x12\x1c\n\x14length_histogram_png\x18\x02 \x01(\x0c\"&\n\x08SideFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\"\xe5\x01\n\x0ePrepareRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\t\x12\x0c\n\x04goal\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x14\n\x0cval_fraction\x18\x04 \x01(\x01\x12$\n\x05\x62rain\x18\x05 \x01(\x0b\x32\x15.forge.v1.BrainChoice\x12\x11\n\tno_upload\x18\x06 \x01(\x08\x12\x0e\n\x06script\x18\x07 \x01(\t\x12&\n\nside_files\x18\x08 \x03(\x0b\x32\x12.forge.v1.SideFile\x12\x13\n\x0bmax_seq_len\x18\t \x01(\r\x12\r\n\x05model\x18\n \x01(\t\"\x97\x03\n\x0c\x44\x61tasetStats\x12\x0f\n\x07rows_in\x18\x01 \x01(\x04\x12\x16\n\x0etrain_examples\x18\x02 \x01(\x04\x12\x14\n\x0cval_examples\x18\x03 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\x04\x12\x43\n\x0f\x64ropped_reasons\x18\x05 \x03(\x0b\x32*.forge.v1.DatasetStats.DroppedReasonsEntry\x12\x0e\n\x06layout\x18\x06 \x01(\t\x12\x15\n\rsource_format\x18\x07 \x01(\t\x12\x11\n\tchars_p50\x18\x08 \x01(\x04\x12\x11\n\tchars_p95\x18\t \x01(\x04\x12\x11\n\tchars_max\x18\n \x01(\x04\x12\x12\n\ntokens_p50\x18\x0b \x01(\x04\x12\x12\n\ntokens_p95\x18\x0c \x01(\x04\x12\x12\n\ntokens_p99\x18\r \x01(\x04\x12\x11\n\tlanguages\x18\x0e \x03(\t\x12\x0c\n\x04kind\x18\x0f \x01(\t\x1a\x35\n\x13\x44roppedReasonsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xc1\x01\n\x0fPrepareResponse\x12\x12\n\ntrain_data\x18\x01 \x01(\t\x12\x10\n\x08val_data\x18\x02 \x01(\t\x12%\n\x05stats\x18\x03 \x01(\x0b\x32\x16.forge.v1.DatasetStats\x12\r\n\x05\x62rain\x18\x04 \x01(\t\x12\x0e\n\x06script\x18\x05 \x01(\t\x12\x14\n\x0cmapping_json\x18\x06 \x01(\t\x12\x0c\n\x04sent\x18\x07 \x03(\t\x12\r\n\x05notes\x18\x08 \x03(\t\x12\x0f\n\x07repairs\x18\t \x01(\r\"\x9e\x01\n\x0bPlanRequest\x12\x0c\n\x04goal\x18\x01 \x01(\t\x12%\n\x05stats\x18\x02 \x01(\x0b\x32\x16.forge.v1.DatasetStats\x12&\n\toverrides\x18\x03 \x01(\x0b\x32\x13.forge.v1.TrainSpec\x12\x0c\n\x04gpus\x18\x04 \x01(\r\x12$\n\x05\x62rain\x18\x05 \x01(\x0b\x32\x15.forge.v1.BrainChoice\"<\n\x0cPlanDecision\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x81\x01\n\x0cPlanResponse\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.forge.v1.TrainSpec\x12)\n\tdecisions\x18\x02 \x03(\x0b\x32\x16.forge.v1.PlanDecision\x12\r\n\x05\x62rain\x18\x03 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x04\"9\n\x11\x43heckBrainRequest\x12$\n\x05\x62rain\x18\x01 \x01(\x0b\x32\x15.forge.v1.BrainChoice\"@\n\x12\x43heckBrainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x62rain\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"/\n\x12SetBrainKeyRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"%\n\x13SetBrainKeyResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x32\xcd\x02\n\x05\x42rain\x12\x38\n\x05Study\x12\x16.forge.v1.StudyRequest\x1a\x17.forge.v1.StudyResponse\x12>\n\x07Prepare\x12\x18.forge.v1.PrepareRequest\x1a\x19.forge.v1.PrepareResponse\x12\x35\n\x04Plan\x12\x15.forge.v1.PlanRequest\x1a\x16.forge.v1.PlanResponse\x12G\n\nCheckBrain\x12\x1b.forge.v1.CheckBrainRequest\x1a\x1c.forge.v1.CheckBrainResponse\x12J\n\x0bSetBrainKey\x12\x1c.forge.v1.SetBrainKeyRequest\x1a\x1d.forge.v1.SetBrainKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,27 +41,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIDEFILE']._serialized_start=182
   _globals['_SIDEFILE']._serialized_end=220
   _globals['_PREPAREREQUEST']._serialized_start=223
-  _globals['_PREPAREREQUEST']._serialized_end=437
-  _globals['_DATASETSTATS']._serialized_start=440
-  _globals['_DATASETSTATS']._serialized_end=847
-  _globals['_DATASETSTATS_DROPPEDREASONSENTRY']._serialized_start=794
-  _globals['_DATASETSTATS_DROPPEDREASONSENTRY']._serialized_end=847
-  _globals['_PREPARERESPONSE']._serialized_start=850
-  _globals['_PREPARERESPONSE']._serialized_end=1043
-  _globals['_PLANREQUEST']._serialized_start=1046
-  _globals['_PLANREQUEST']._serialized_end=1204
-  _globals['_PLANDECISION']._serialized_start=1206
-  _globals['_PLANDECISION']._serialized_end=1266
-  _globals['_PLANRESPONSE']._serialized_start=1269
-  _globals['_PLANRESPONSE']._serialized_end=1398
-  _globals['_CHECKBRAINREQUEST']._serialized_start=1400
-  _globals['_CHECKBRAINREQUEST']._serialized_end=1457
-  _globals['_CHECKBRAINRESPONSE']._serialized_start=1459
-  _globals['_CHECKBRAINRESPONSE']._serialized_end=1523
-  _globals['_SETBRAINKEYREQUEST']._serialized_start=1525
-  _globals['_SETBRAINKEYREQUEST']._serialized_end=1572
-  _globals['_SETBRAINKEYRESPONSE']._serialized_start=1574
-  _globals['_SETBRAINKEYRESPONSE']._serialized_end=1611
-  _globals['_BRAIN']._serialized_start=1614
-  _globals['_BRAIN']._serialized_end=1947
+  _globals['_PREPAREREQUEST']._serialized_end=452
+  _globals['_DATASETSTATS']._serialized_start=455
+  _globals['_DATASETSTATS']._serialized_end=862
+  _globals['_DATASETSTATS_DROPPEDREASONSENTRY']._serialized_start=809
+  _globals['_DATASETSTATS_DROPPEDREASONSENTRY']._serialized_end=862
+  _globals['_PREPARERESPONSE']._serialized_start=865
+  _globals['_PREPARERESPONSE']._serialized_end=1058
+  _globals['_PLANREQUEST']._serialized_start=1061
+  _globals['_PLANREQUEST']._serialized_end=1219
+  _globals['_PLANDECISION']._serialized_start=1221
+  _globals['_PLANDECISION']._serialized_end=1281
+  _globals['_PLANRESPONSE']._serialized_start=1284
+  _globals['_PLANRESPONSE']._serialized_end=1413
+  _globals['_CHECKBRAINREQUEST']._serialized_start=1415
+  _globals['_CHECKBRAINREQUEST']._serialized_end=1472
+  _globals['_CHECKBRAINRESPONSE']._serialized_start=1474
+  _globals['_CHECKBRAINRESPONSE']._serialized_end=1538
+  _globals['_SETBRAINKEYREQUEST']._serialized_start=1540
+  _globals['_SETBRAINKEYREQUEST']._serialized_end=1587
+  _globals['_SETBRAINKEYRESPONSE']._serialized_start=1589
+  _globals['_SETBRAINKEYRESPONSE']._serialized_end=1626
+  _globals['_BRAIN']._serialized_start=1629
+  _globals['_BRAIN']._serialized_end=1962
 # @@protoc_insertion_point(module_scope)

@@ -34,7 +34,7 @@ class SideFile(_message.Message):
     def __init__(self, name: _Optional[str] = ..., data: _Optional[str] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("data", "goal", "seed", "val_fraction", "brain", "no_upload", "script", "side_files", "max_seq_len")
+    __slots__ = ("data", "goal", "seed", "val_fraction", "brain", "no_upload", "script", "side_files", "max_seq_len", "model")
     DATA_FIELD_NUMBER: _ClassVar[int]
     GOAL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class PrepareRequest(_message.Message):
     SCRIPT_FIELD_NUMBER: _ClassVar[int]
     SIDE_FILES_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQ_LEN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     data: str
     goal: str
     seed: int
@@ -53,7 +54,8 @@ class PrepareRequest(_message.Message):
     script: str
     side_files: _containers.RepeatedCompositeFieldContainer[SideFile]
     max_seq_len: int
-    def __init__(self, data: _Optional[str] = ..., goal: _Optional[str] = ..., seed: _Optional[int] = ..., val_fraction: _Optional[float] = ..., brain: _Optional[_Union[_jobs_pb2.BrainChoice, _Mapping]] = ..., no_upload: _Optional[bool] = ..., script: _Optional[str] = ..., side_files: _Optional[_Iterable[_Union[SideFile, _Mapping]]] = ..., max_seq_len: _Optional[int] = ...) -> None: ...
+    model: str
+    def __init__(self, data: _Optional[str] = ..., goal: _Optional[str] = ..., seed: _Optional[int] = ..., val_fraction: _Optional[float] = ..., brain: _Optional[_Union[_jobs_pb2.BrainChoice, _Mapping]] = ..., no_upload: _Optional[bool] = ..., script: _Optional[str] = ..., side_files: _Optional[_Iterable[_Union[SideFile, _Mapping]]] = ..., max_seq_len: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
 
 class DatasetStats(_message.Message):
     __slots__ = ("rows_in", "train_examples", "val_examples", "dropped", "dropped_reasons", "layout", "source_format", "chars_p50", "chars_p95", "chars_max", "tokens_p50", "tokens_p95", "tokens_p99", "languages", "kind")
