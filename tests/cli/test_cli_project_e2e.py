@@ -182,6 +182,23 @@ def test_real_datasets_prepare_and_plan_in_a_project(
     assert planned.returncode == 0, planned.stderr
     config = parse_config((project / "forge.yaml").read_text())
     assert config.model and config.training.max_seq_len and config.training.max_seq_len >= 128
+    if "dolly" not in pattern:
+        return
+    # And it trains: the offline plan on a CPU box is the tiny pipeline check; one step, no export, to keep
+    # the suite short (the five-command test above trains and exports the bundled example).
+    text = (project / "forge.yaml").read_text()
+    edited = text.replace("  max_steps: 0\n", "  max_steps: 1\n").replace(
+        "  export: true\n", "  export: false\n"
+    )
+    assert edited != text
+    (project / "forge.yaml").write_text(edited)
+    trained = forgectl(project, forged, "train", "--json")
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr
+    job = forged.get(last_json(trained.stdout)["id"])
+    assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED and job.metrics.steps == 1
+    assert job.spec.train.model == "tiny" and job.spec.train.train_data == sha256(
+        project / "data" / "processed_train.jsonl"
+    )
 
 
 def test_ignite_takes_spiders_schema_as_a_side_file(forged: Forged, tmp_path: Path, realdata: Path) -> None:
