@@ -22,6 +22,7 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -394,9 +395,13 @@ def _finish(
     is_val = choose_val(valid.keys, _val_count(n, val_fraction), seed, valid.groups)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_path, val_path = out_dir / "train.jsonl", out_dir / "val.jsonl"
-    write_split(valid.path, valid.ends, is_val, train_path, val_path)
-    # The token and language measures read a bounded sample, picked straight out of the validated copy.
+    # The token and language measures read a bounded sample, picked straight out of the validated copy,
+    # and run beside the split: it waits on the disk and the tokenizer's Rust code releases the GIL.
     sampled = read_lines(valid.path, valid.ends, tokens.sample_indices(valid.chars, seed))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        measured = pool.submit(_measure, [_text_of(orjson.loads(line)) for line in sampled], model, seed)
+        write_split(valid.path, valid.ends, is_val, train_path, val_path)
+        token_lengths, languages = measured.result()
     (out_dir / SCRIPT_NAME).write_text(script, encoding="utf-8")
 
     dropped = Counter(_counts(report.get("dropped_reasons")))
@@ -406,7 +411,6 @@ def _finish(
         rows_in = n + sum(dropped.values())
     lengths = sorted(valid.chars)
     n_val = sum(is_val)
-    token_lengths, languages = _measure([_text_of(orjson.loads(line)) for line in sampled], model, seed)
     stats = DatasetStats(
         rows_in=rows_in,
         train_examples=n - n_val,
