@@ -393,6 +393,7 @@ def _finish(
     answer, conversation = ran.answer, ran.conversation
     n = len(valid)
     is_val = choose_val(valid.keys, _val_count(n, val_fraction), seed, valid.groups)
+    valid.groups.clear()  # a million keys' counts: free them before the tokenizer loads
     out_dir.mkdir(parents=True, exist_ok=True)
     train_path, val_path = out_dir / "train.jsonl", out_dir / "val.jsonl"
     # The token and language measures read a bounded sample, picked straight out of the validated copy,
