@@ -21,7 +21,8 @@ import json
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from forged.brain.scripts.rows import (
     layout_label,
     tool_call_use,
 )
-from forged.brain.split import choose_val, write_split
+from forged.brain.split import choose_val, read_lines, write_split
 from forged.brain.validate import OutputInvalid, Validator, ValidOutput
 
 __all__ = [
@@ -391,20 +392,17 @@ def _finish(
     valid, report, script = ran.valid, ran.report, ran.script
     answer, conversation = ran.answer, ran.conversation
     n = len(valid)
-    is_val = choose_val(valid.keys, _val_count(n, val_fraction), seed)
+    is_val = choose_val(valid.keys, _val_count(n, val_fraction), seed, valid.groups)
+    valid.groups.clear()  # a million keys' counts: free them before the tokenizer loads
     out_dir.mkdir(parents=True, exist_ok=True)
     train_path, val_path = out_dir / "train.jsonl", out_dir / "val.jsonl"
-    # The records the token and language measures read are picked up as the split streams past them.
-    picked = set(tokens.sample_indices(valid.chars, seed))
-    sampled: list[bytes] = []
-
-    def lines() -> Iterator[bytes]:
-        for i, line in enumerate(valid.lines()):
-            if i in picked:
-                sampled.append(line)
-            yield line
-
-    write_split(lines(), is_val, train_path, val_path)
+    # The token and language measures read a bounded sample, picked straight out of the validated copy,
+    # and run beside the split: it waits on the disk and the tokenizer's Rust code releases the GIL.
+    sampled = read_lines(valid.path, valid.ends, tokens.sample_indices(valid.chars, seed))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        measured = pool.submit(_measure, [_text_of(orjson.loads(line)) for line in sampled], model, seed)
+        write_split(valid.path, valid.ends, is_val, train_path, val_path)
+        token_lengths, languages = measured.result()
     (out_dir / SCRIPT_NAME).write_text(script, encoding="utf-8")
 
     dropped = Counter(_counts(report.get("dropped_reasons")))
@@ -414,7 +412,6 @@ def _finish(
         rows_in = n + sum(dropped.values())
     lengths = sorted(valid.chars)
     n_val = sum(is_val)
-    token_lengths, languages = _measure([_text_of(orjson.loads(line)) for line in sampled], model, seed)
     stats = DatasetStats(
         rows_in=rows_in,
         train_examples=n - n_val,

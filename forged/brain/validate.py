@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from array import array
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,18 +43,18 @@ class ValidOutput:
 
     path: Path
     keys: array[int] = field(default_factory=lambda: array("q"))  # near-duplicate keys for the split
+    # How many records have each key, in the order keys first appear: counted batch by batch while the
+    # script still runs, so choosing validation groups afterwards does not count a million keys again.
+    groups: Counter[int] = field(default_factory=Counter)
+    # Where each record's line ends in `path` (past its line break): the split copies runs of lines by
+    # offset instead of reading the copy back line by line.
+    ends: array[int] = field(default_factory=lambda: array("q"))
     chars: array[int] = field(default_factory=lambda: array("q"))
     kinds: Counter[str] = field(default_factory=Counter)  # chat / text
     dropped: Counter[str] = field(default_factory=Counter)
 
     def __len__(self) -> int:
         return len(self.keys)
-
-    def lines(self) -> Iterator[bytes]:
-        """The valid records (UTF-8 JSON, no line break), in the script's order."""
-        with self.path.open("rb") as f:
-            for raw in f:
-                yield raw[:-1]
 
 
 class Validator:
@@ -142,7 +141,9 @@ class Validator:
 
     def _lines(self, lines: list[bytes]) -> None:
         out, limit, write = self.out, self._limit, self._spool_f.write
-        keys, lengths, kinds = out.keys, out.chars, out.kinds
+        lengths, kinds, ends = out.chars, out.kinds, out.ends
+        keys: list[int] = []
+        end = ends[-1] if ends else 0
         for raw in lines:
             self._lineno += 1
             try:
@@ -157,11 +158,16 @@ class Validator:
             if limit and kind == "chat" and chars > limit:
                 out.dropped[TOO_LONG] += 1
                 continue
-            write(raw.rstrip(b"\r"))
+            raw = raw.rstrip(b"\r")
+            write(raw)
             write(b"\n")
+            end += len(raw) + 1
+            ends.append(end)
             keys.append(key)
             lengths.append(chars)
             kinds[kind] += 1
+        out.keys.extend(keys)
+        out.groups.update(keys)
 
 
 def _check(record: Any) -> tuple[str, int, int]:

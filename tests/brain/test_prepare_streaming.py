@@ -3,6 +3,7 @@ and forged splits only the lines it validated, even from a script that rewrites 
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -113,3 +114,32 @@ def test_a_file_is_never_held_whole(tmp_path: Path) -> None:
     assert prepared.stats.train_examples + prepared.stats.val_examples == rows
     first = json.loads((tmp_path / "out" / "train.jsonl").open().readline())
     assert first["messages"][0]["content"].startswith("question ")
+
+
+def test_csv_records_are_what_csv_dictreader_reads(tmp_path: Path) -> None:
+    # The readers build records without DictReader's per-row overhead; what they hold must not change.
+    text = 'prompt,response,prompt\n"a, b",c,d\n\nshort\nx,y,z,extra,more\n"multi\nline",,\n'
+    path = _write(tmp_path, "odd.csv", text)
+    with path.open(encoding="utf-8", newline="") as f:
+        expected = list(csv.DictReader(f))
+    assert list(RecordStream(path, "odd.csv")) == expected
+    assert load_records(path, "odd.csv", Counter())[0] == expected
+
+
+def test_split_keeps_every_validated_line_in_order_and_groups_whole(tmp_path: Path) -> None:
+    # Every fourth prompt repeats one of three, so runs of validation lines and groups both occur.
+    prompts = [f"Same question {i % 3}" if i % 4 == 0 else f"question {i}" for i in range(400)]
+    rows = ["prompt,response"] + [f"{p},answer {i}" for i, p in enumerate(prompts)]
+    src = _write(tmp_path, "qa.csv", "\n".join(rows) + "\n")
+    result = prepare(src, "qa.csv", tmp_path / "out", seed=3)
+    train = result.train_data.read_text(encoding="utf-8").splitlines()
+    val = result.val_data.read_text(encoding="utf-8").splitlines()
+    assert len(val) == 40 and len(train) == 360
+    answers = [int(json.loads(line)["messages"][1]["content"].split()[1]) for line in train + val]
+    assert sorted(answers) == list(range(400))
+    for side in (train, val):  # each file keeps the script's order
+        numbers = [int(json.loads(line)["messages"][1]["content"].split()[1]) for line in side]
+        assert numbers == sorted(numbers)
+    val_prompts = {json.loads(line)["messages"][0]["content"].casefold() for line in val}
+    train_prompts = {json.loads(line)["messages"][0]["content"].casefold() for line in train}
+    assert not val_prompts & train_prompts
