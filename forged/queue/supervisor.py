@@ -18,7 +18,14 @@ from forge.v1 import jobs_pb2
 from google.protobuf import json_format
 
 from forged.brain.diagnosis import LOG_LINES_SENT, JobDiagnoser
-from forged.executors.base import EXIT_BAD_INPUT, EXIT_PREEMPTED, Executor, RunHandle, RunRequest
+from forged.executors.base import (
+    EXIT_BAD_INPUT,
+    EXIT_PREEMPTED,
+    Executor,
+    ExecutorError,
+    RunHandle,
+    RunRequest,
+)
 from forged.export import stage as export_stage
 from forged.models.resolve import ModelError, resolve
 from forged.queue import remedy
@@ -217,7 +224,11 @@ class Supervisor:
         with self._lock:
             if self._stop_reason is not None:
                 return None
-            self._handle = self.executor.start(request)
+            try:
+                self._handle = self.executor.start(request)
+            except ExecutorError as exc:
+                self.emit(jobs_pb2.JobEvent(error=jobs_pb2.ErrorEvent(code="executor", message=str(exc))))
+                return EXIT_BAD_INPUT  # retrying cannot help until someone acts on the message
         handle = self._handle
         try:
             self.store.set_attempt_process(
