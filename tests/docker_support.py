@@ -230,7 +230,7 @@ def offline_cpu_image(client) -> str:  # type: ignore[no-untyped-def]
     tag = f"{repository}:cpu"
     try:
         client.images.get(tag)
-        return tag
+        return repository
     except docker.errors.ImageNotFound:
         pass
     with tempfile.TemporaryDirectory(prefix="forge-rootfs-") as tmp:

@@ -308,6 +308,16 @@ class DockerExecutor:
         if request.entry[0] != RUNNER_MODULE:
             return self.local.start(request)  # forged's own code (export's converter) is not in the image
         import docker
+        import requests
+
+        try:
+            return self._start(request)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            # The engine went away or refused something unexpected: the job's problem, not forged's.
+            raise ExecutorError(f"the Docker engine failed: {_first_line(exc)}") from exc
+
+    def _start(self, request: RunRequest) -> RunHandle:
+        import docker
 
         cursor = request.workspace / CURSOR_FILE
         existing = self._existing(request.job_id)

@@ -1,0 +1,138 @@
+"""Jobs in containers through a real forged and a real Docker engine (skipped, saying why, without one).
+
+The runner image is the CPU one, assembled offline by tests/docker_support.py; `.ci/run` starts the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from docker_support import engine_or_skip, offline_cpu_image
+from forge.v1 import jobs_pb2 as S
+from harness import EXAMPLE_CSV, TERMINAL, Forged, forge_env, running_forged
+
+GiB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[tuple[Any, str]]:
+    client = engine_or_skip()
+    yield client, offline_cpu_image(client)
+    client.close()
+
+
+def _args(repository: str, *extra: str) -> tuple[str, ...]:
+    return ("--executor", "docker", "--docker-repository", repository, *extra)
+
+
+def docker_forged(state: Path, repository: str, *extra: str, **kw: Any) -> AbstractContextManager[Forged]:
+    return running_forged(state, *_args(repository, *extra), **kw)
+
+
+def containers_of(client: Any, job_id: str) -> list[Any]:
+    return client.containers.list(all=True, filters={"label": f"forge.job={job_id}"})
+
+
+def wait_for_container(forged: Forged, client: Any, job_id: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = containers_of(client, job_id)
+        if found:
+            return found[0]
+        job = forged.get(job_id)
+        assert job.state not in TERMINAL, f"the job ended before its container was seen: {job.error}"
+        time.sleep(0.1)
+    raise TimeoutError(f"no container for {job_id}")
+
+
+def test_a_job_trains_in_a_locked_down_container_and_leaves_nothing_behind(
+    tmp_path: Path, engine: tuple[Any, str]
+) -> None:
+    client, repository = engine
+    with docker_forged(tmp_path / "state", repository, "--docker-memory", "6g", "--docker-pids", "1024") as forged:
+        job = forged.submit(forged.train_spec(EXAMPLE_CSV, max_steps=6, checkpoint_every=3))
+        container = wait_for_container(forged, client, job.id)
+        host = container.attrs["HostConfig"]
+        done = forged.wait_until(job.id, lambda j: j.state in TERMINAL)
+
+    assert done.state == S.JOB_STATE_SUCCEEDED, done.error
+    workspace = tmp_path / "state" / "jobs" / job.id
+    assert container.attrs["Config"]["Image"] == f"{repository}:cpu"
+    assert host["Binds"] == [f"{workspace}:{workspace}:rw"]  # the tiny model lives in the image
+    assert (host["NetworkMode"], host["ReadonlyRootfs"], host["Privileged"]) == ("none", True, False)
+    assert (host["Memory"], host["MemorySwap"], host["PidsLimit"]) == (6 * GiB, 6 * GiB, 1024)
+    assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
+    # The adapter the container wrote is on the host, in the job's workspace, with the daemon's owner.
+    adapter = Path(done.artifacts["adapter"])
+    assert adapter.is_relative_to(workspace) and (adapter / "adapter_config.json").is_file()
+    assert adapter.stat().st_uid == workspace.stat().st_uid
+    assert containers_of(client, job.id) == []
+
+
+def test_forged_killed_mid_training_reattaches_to_the_container_and_the_job_finishes_once(
+    tmp_path: Path, engine: tuple[Any, str]
+) -> None:
+    client, repository = engine
+    state = tmp_path / "state"
+    total = 24
+    with docker_forged(state, repository) as first:
+        job = first.submit(first.train_spec(EXAMPLE_CSV, max_steps=total, checkpoint_every=5))
+        container = wait_for_container(first, client, job.id)
+        first.wait_until(job.id, lambda j: j.metrics.steps >= 3)
+        first.kill9()
+        # What a crash may leave of a job that has since ended: the next forged removes it.
+        leftover = client.containers.create(
+            f"{repository}:cpu", labels={"forge.managed-by": "forged", "forge.job": "j-gone"}
+        )
+
+        second = Forged(state, *_args(repository)).start()
+        try:
+            events = second.events(job.id, follow=True)
+            final = second.get(job.id)
+        finally:
+            second.cleanup()
+
+    assert final.state == S.JOB_STATE_SUCCEEDED, final.error
+    assert [e.state.state for e in events if e.WhichOneof("payload") == "state"].count(
+        S.JOB_STATE_SUCCEEDED
+    ) == 1
+    # The same container trained on: every step reported exactly once, none lost while forged was down,
+    # none repeated after (a resume from a checkpoint would repeat the steps after it).
+    steps = [e.step.step for e in events if e.WhichOneof("payload") == "step"]
+    assert steps == list(range(1, total + 1))
+    adapters = [e for e in events if e.WhichOneof("payload") == "artifact" and e.artifact.name == "adapter"]
+    assert len(adapters) == 1
+    log = [json.loads(line) for line in (state / "forged.log").read_text().splitlines() if line.startswith("{")]
+    reattached = [r for r in log if r.get("event") == "container_reattached"]
+    assert [r["container"] for r in reattached] == [container.short_id]
+    assert containers_of(client, job.id) == [] and containers_of(client, "j-gone") == []
+    assert leftover.id not in {c.id for c in client.containers.list(all=True)}
+
+
+def test_a_container_over_its_memory_limit_is_oom_killed_and_the_job_heals_with_a_smaller_batch(
+    tmp_path: Path, engine: tuple[Any, str]
+) -> None:
+    client, repository = engine
+    # Step 2 takes 600 MB per example for real, as activations would: micro-batch 4 does not fit in the
+    # limit, micro-batch 2 does.
+    faults = [{"kind": "allocate", "step": 2, "bytes_per_example": 600_000_000}]
+    env = forge_env(FORGE_FAULTS=json.dumps(faults))
+    with docker_forged(tmp_path / "state", repository, "--docker-memory", "2500m", env=env) as forged:
+        spec = forged.train_spec(EXAMPLE_CSV, max_steps=4, micro_batch_size=4, grad_accum=1, checkpoint_every=1)
+        job = forged.submit(spec)
+        done = forged.wait_until(job.id, lambda j: j.state in TERMINAL)
+        events = forged.events(job.id)
+
+    assert done.state == S.JOB_STATE_SUCCEEDED, done.error
+    assert [a.outcome for a in done.attempts] == ["oom", "succeeded"]
+    assert "micro-batch 2 x accumulation 2" in done.attempts[0].reason
+    errors = [e.error for e in events if e.WhichOneof("payload") == "error"]
+    assert errors[0].code == "oom" and "SIGKILL" in errors[0].message
+    assert done.attempts[1].resumed_from_step == 1
+    assert containers_of(client, job.id) == []
