@@ -157,9 +157,10 @@ class DockerHandle:
     """One container's output and end; also a container left by a previous forged, read from where that
     forged stopped relaying."""
 
-    def __init__(self, container: Container, cursor: Path) -> None:
+    def __init__(self, container: Container, cursor: Path, reattached: bool = False) -> None:
         self._container = container
         self._cursor = cursor
+        self.reattached = reattached
 
     @property
     def pid(self) -> int | None:
@@ -324,7 +325,7 @@ class DockerExecutor:
         if existing is not None:
             if existing.labels.get(LABEL_ENTRY) == " ".join(request.entry):
                 log.info("container_reattached", job=request.job_id, container=existing.short_id)
-                return DockerHandle(existing, cursor)
+                return DockerHandle(existing, cursor, reattached=True)
             existing.remove(force=True)  # a step this job no longer wants: start the one it does
         with contextlib.suppress(OSError):
             cursor.unlink()

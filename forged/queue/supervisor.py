@@ -209,8 +209,6 @@ class Supervisor:
                 return
             spec_path = self._write_runner_spec(spec, model.to_runner())
             resumed = latest_checkpoint_step(self.workspace / "checkpoints")
-            if resumed:
-                self.daemon_log(f"resuming from the checkpoint at step {resumed}")
             request = RunRequest(self.job.id, self.workspace, spec_path, gpu_indices=self.gpu_indices)
             code = self._run_process(request, resumed)
         if not spec.get("export") or code != 0 or "adapter" not in self.store.get(self.job.id).artifacts:
@@ -239,6 +237,11 @@ class Supervisor:
             handle.wait()
             raise
         log.info("process_started", job=self.job.id, entry=request.entry, pid=handle.pid, resumed=resumed)
+        if getattr(handle, "reattached", False):
+            # A container that kept training while forged was down: it goes on from where it is.
+            self.daemon_log("reattached to the job's container, which kept running while forged was down")
+        elif resumed:
+            self.daemon_log(f"resuming from the checkpoint at step {resumed}")
         with (self.workspace / "runner.log").open("a", encoding="utf-8") as raw:
             for line in handle.lines():
                 raw.write(line + "\n")

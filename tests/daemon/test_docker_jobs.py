@@ -55,8 +55,10 @@ def test_a_job_trains_in_a_locked_down_container_and_leaves_nothing_behind(
     tmp_path: Path, engine: tuple[Any, str]
 ) -> None:
     client, repository = engine
-    with docker_forged(tmp_path / "state", repository, "--docker-memory", "6g", "--docker-pids", "1024") as forged:
-        job = forged.submit(forged.train_spec(EXAMPLE_CSV, max_steps=6, checkpoint_every=3))
+    with docker_forged(
+        tmp_path / "state", repository, "--docker-memory", "6g", "--docker-pids", "1024"
+    ) as forged:
+        job = forged.submit(forged.train_spec(EXAMPLE_CSV, max_steps=2, checkpoint_every=1))
         container = wait_for_container(forged, client, job.id)
         host = container.attrs["HostConfig"]
         done = forged.wait_until(job.id, lambda j: j.state in TERMINAL)
@@ -80,11 +82,11 @@ def test_forged_killed_mid_training_reattaches_to_the_container_and_the_job_fini
 ) -> None:
     client, repository = engine
     state = tmp_path / "state"
-    total = 24
+    total = 10
     with docker_forged(state, repository) as first:
         job = first.submit(first.train_spec(EXAMPLE_CSV, max_steps=total, checkpoint_every=5))
         container = wait_for_container(first, client, job.id)
-        first.wait_until(job.id, lambda j: j.metrics.steps >= 3)
+        first.wait_until(job.id, lambda j: j.metrics.steps >= 2)
         first.kill9()
         # What a crash may leave of a job that has since ended: the next forged removes it.
         leftover = client.containers.create(
@@ -108,9 +110,14 @@ def test_forged_killed_mid_training_reattaches_to_the_container_and_the_job_fini
     assert steps == list(range(1, total + 1))
     adapters = [e for e in events if e.WhichOneof("payload") == "artifact" and e.artifact.name == "adapter"]
     assert len(adapters) == 1
-    log = [json.loads(line) for line in (state / "forged.log").read_text().splitlines() if line.startswith("{")]
+    log = [
+        json.loads(line) for line in (state / "forged.log").read_text().splitlines() if line.startswith("{")
+    ]
     reattached = [r for r in log if r.get("event") == "container_reattached"]
     assert [r["container"] for r in reattached] == [container.short_id]
+    said = [e.log.message for e in events if e.WhichOneof("payload") == "log" and e.log.source == "daemon"]
+    assert "reattached to the job's container, which kept running while forged was down" in said
+    assert not any(m.startswith("resuming from the checkpoint") for m in said)
     assert containers_of(client, job.id) == [] and containers_of(client, "j-gone") == []
     assert leftover.id not in {c.id for c in client.containers.list(all=True)}
 
@@ -123,8 +130,10 @@ def test_a_container_over_its_memory_limit_is_oom_killed_and_the_job_heals_with_
     # limit, micro-batch 2 does.
     faults = [{"kind": "allocate", "step": 2, "bytes_per_example": 600_000_000}]
     env = forge_env(FORGE_FAULTS=json.dumps(faults))
-    with docker_forged(tmp_path / "state", repository, "--docker-memory", "2500m", env=env) as forged:
-        spec = forged.train_spec(EXAMPLE_CSV, max_steps=4, micro_batch_size=4, grad_accum=1, checkpoint_every=1)
+    with docker_forged(tmp_path / "state", repository, "--docker-memory", "2200m", env=env) as forged:
+        spec = forged.train_spec(
+            EXAMPLE_CSV, max_steps=2, micro_batch_size=4, grad_accum=1, checkpoint_every=1
+        )
         job = forged.submit(spec)
         done = forged.wait_until(job.id, lambda j: j.state in TERMINAL)
         events = forged.events(job.id)
@@ -135,4 +144,22 @@ def test_a_container_over_its_memory_limit_is_oom_killed_and_the_job_heals_with_
     errors = [e.error for e in events if e.WhichOneof("payload") == "error"]
     assert errors[0].code == "oom" and "SIGKILL" in errors[0].message
     assert done.attempts[1].resumed_from_step == 1
+    assert containers_of(client, job.id) == []
+
+
+def test_cancel_stops_the_container_at_once(tmp_path: Path, engine: tuple[Any, str]) -> None:
+    client, repository = engine
+    with docker_forged(tmp_path / "state", repository) as forged:
+        job = forged.submit(forged.train_spec(EXAMPLE_CSV, max_steps=500))
+        container = wait_for_container(forged, client, job.id)
+        while container.status != "running":
+            time.sleep(0.1)
+            container.reload()
+        started = time.monotonic()
+        forged.jobs.Cancel(S.CancelJobRequest(id=job.id), timeout=30)
+        done = forged.wait_until(job.id, lambda j: j.state in TERMINAL, timeout=60)
+        stopped_in = time.monotonic() - started
+
+    assert done.state == S.JOB_STATE_CANCELLED
+    assert stopped_in < 15, f"cancel took {stopped_in:.1f} s"
     assert containers_of(client, job.id) == []
