@@ -185,6 +185,7 @@ def make_executor(config: DaemonConfig, hardware: GpuMonitor) -> Executor:
             repository=config.docker_repository,
             memory_bytes=config.docker_memory_bytes,
             pids_limit=config.docker_pids,
+            host=config.host,
         )
     except ExecutorError as exc:
         raise ConfigError(str(exc)) from exc

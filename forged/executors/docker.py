@@ -48,6 +48,7 @@ RUNNER_PROTOCOL = "1"
 LABEL_JOB = "forge.job"
 LABEL_ENTRY = "forge.entry"
 LABEL_MANAGED = "forge.managed-by"
+LABEL_HOST = "forge.host"  # which forged: two on one engine (two state dirs) leave each other's alone
 MANAGER = "forged"
 CURSOR_FILE = ".docker-log-lines"
 # Runner settings forged's environment may carry to the container (tests inject faults and precision this
@@ -109,6 +110,7 @@ def container_config(
     pids_limit: int,
     environ: dict[str, str],
     user: str,
+    host: str = "",
 ) -> dict[str, Any]:
     """The keyword arguments of `containers.create` for one runner process: the whole security posture
     in one place, so tests can hold it to the rules in the module docstring."""
@@ -130,7 +132,12 @@ def container_config(
         "name": container_name(request.job_id),
         "entrypoint": ["python", "-m", *request.entry],
         "command": ["--spec", str(request.spec_path)],
-        "labels": {LABEL_JOB: request.job_id, LABEL_ENTRY: " ".join(request.entry), LABEL_MANAGED: MANAGER},
+        "labels": {
+            LABEL_JOB: request.job_id,
+            LABEL_ENTRY: " ".join(request.entry),
+            LABEL_MANAGED: MANAGER,
+            LABEL_HOST: host,
+        },
         "working_dir": workspace,
         "user": user,
         "environment": env,
@@ -241,8 +248,10 @@ class DockerExecutor:
         memory_bytes: int | None = None,
         pids_limit: int = DEFAULT_PIDS_LIMIT,
         local: LocalExecutor | None = None,
+        host: str = "",
     ) -> None:
         self.client = client
+        self.host = host
         self.gpus = gpus
         self.repository = repository
         self.memory_bytes = memory_bytes or default_memory_bytes()
@@ -332,7 +341,14 @@ class DockerExecutor:
         choice, gpu_ids = self.image_for(request.gpu_indices)
         image = self._image(choice)
         config = container_config(
-            request, image, gpu_ids, self.memory_bytes, self.pids_limit, dict(os.environ), self.user
+            request,
+            image,
+            gpu_ids,
+            self.memory_bytes,
+            self.pids_limit,
+            dict(os.environ),
+            self.user,
+            self.host,
         )
         try:
             container = self.client.containers.create(**config)
@@ -354,8 +370,12 @@ class DockerExecutor:
             log.warning("image_choice", job=request.job_id, note=choice.note)
         return DockerHandle(container, cursor)
 
+    def _mine(self, *labels: str) -> list[Container]:
+        wanted = [f"{LABEL_MANAGED}={MANAGER}", f"{LABEL_HOST}={self.host}", *labels]
+        return list(self.client.containers.list(all=True, filters={"label": wanted}))
+
     def _existing(self, job_id: str) -> Container | None:
-        found = self.client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job_id}"})
+        found = self._mine(f"{LABEL_JOB}={job_id}")
         return found[0] if found else None
 
     def remove_stale(self, keep: set[str]) -> list[str]:
@@ -364,9 +384,7 @@ class DockerExecutor:
         import docker
 
         removed = []
-        for container in self.client.containers.list(
-            all=True, filters={"label": f"{LABEL_MANAGED}={MANAGER}"}
-        ):
+        for container in self._mine():
             job_id = container.labels.get(LABEL_JOB, "")
             if job_id in keep:
                 continue

@@ -54,7 +54,7 @@ def test_the_container_sees_only_the_workspace_and_what_the_spec_names_read_only
         },
     )
     environ = {"FORGE_FAULTS": "[]", "FORGE_TOKEN": "secret", "GEMINI_API_KEY": "k", "PATH": "/usr/bin"}
-    config = container_config(request, "forge:cpu", [], 8 << 30, 512, environ, "1000:1000")
+    config = container_config(request, "forge:cpu", [], 8 << 30, 512, environ, "1000:1000", "vm:/state")
 
     workspace = str(request.workspace)
     assert config["volumes"] == {
@@ -68,7 +68,13 @@ def test_the_container_sees_only_the_workspace_and_what_the_spec_names_read_only
     assert config["privileged"] is False and config["cap_drop"] == ["ALL"]
     assert config["security_opt"] == ["no-new-privileges"]
     assert (config["mem_limit"], config["memswap_limit"], config["pids_limit"]) == (8 << 30, 8 << 30, 512)
-    assert config["labels"]["forge.job"] == "j-1" and config["user"] == "1000:1000"
+    assert config["labels"] == {
+        "forge.job": "j-1",
+        "forge.entry": "runner_image run",
+        "forge.managed-by": "forged",
+        "forge.host": "vm:/state",
+    }
+    assert config["user"] == "1000:1000"
     assert config["entrypoint"] == ["python", "-m", "runner_image", "run"]
     assert config["command"] == ["--spec", str(request.spec_path)]
     env = config["environment"]

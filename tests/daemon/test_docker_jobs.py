@@ -6,6 +6,7 @@ The runner image is the CPU one, assembled offline by tests/docker_support.py; `
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -88,9 +89,12 @@ def test_forged_killed_mid_training_reattaches_to_the_container_and_the_job_fini
         container = wait_for_container(first, client, job.id)
         first.wait_until(job.id, lambda j: j.metrics.steps >= 2)
         first.kill9()
-        # What a crash may leave of a job that has since ended: the next forged removes it.
-        leftover = client.containers.create(
-            f"{repository}:cpu", labels={"forge.managed-by": "forged", "forge.job": "j-gone"}
+        # What a crash may leave of a job that has since ended: the next forged removes it, and leaves
+        # alone the container of another forged (another state dir) on the same engine.
+        ours = {"forge.managed-by": "forged", "forge.host": f"{socket.gethostname()}:{state.resolve()}"}
+        leftover = client.containers.create(f"{repository}:cpu", labels={**ours, "forge.job": "j-gone"})
+        theirs = client.containers.create(
+            f"{repository}:cpu", labels={**ours, "forge.host": "elsewhere", "forge.job": "j-theirs"}
         )
 
         second = Forged(state, *_args(repository)).start()
@@ -119,7 +123,9 @@ def test_forged_killed_mid_training_reattaches_to_the_container_and_the_job_fini
     assert "reattached to the job's container, which kept running while forged was down" in said
     assert not any(m.startswith("resuming from the checkpoint") for m in said)
     assert containers_of(client, job.id) == [] and containers_of(client, "j-gone") == []
-    assert leftover.id not in {c.id for c in client.containers.list(all=True)}
+    remaining = {c.id for c in client.containers.list(all=True)}
+    assert leftover.id not in remaining and theirs.id in remaining
+    theirs.remove(force=True)
 
 
 def test_a_container_over_its_memory_limit_is_oom_killed_and_the_job_heals_with_a_smaller_batch(
