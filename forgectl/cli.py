@@ -18,7 +18,7 @@ from forge.v1 import brain_pb2, daemon_pb2, hardware_pb2, jobs_pb2
 from rich.console import Console
 from rich.text import Text
 
-from forgectl import brain_access, init_project, output, project_status
+from forgectl import brain_access, docker_probe, init_project, output, project_status
 from forgectl import follow as following
 from forgectl import ignite as igniting
 from forgectl import plan as planning
@@ -766,6 +766,34 @@ def gpus(state: State) -> None:
         con.print(probe.message or "no NVIDIA GPU found")
         return
     con.print(output.gpus_table(probe))
+
+
+@cli.group()
+def docker() -> None:
+    """Runner images on forged's machine (forged --executor docker)."""
+
+
+@docker.command()
+@click.option(
+    "--arch",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "blackwell", "hopper", "ada", "ampere", "cpu"]),
+    help="auto: the image forged picks for this machine's GPUs.",
+)
+@_json_flag
+@pass_state
+def probe(state: State, arch: str) -> None:
+    """Run the runner image's smoke test where forged runs jobs: what torch sees inside it."""
+    found = state.client().hardware.ProbeImage(hardware_pb2.ProbeImageRequest(arch=arch), timeout=900.0)
+    if state.json:
+        output.emit_json(docker_probe.as_json(found))
+    else:
+        con = state.out()
+        for line in docker_probe.lines(found):
+            con.print(line, markup=False)
+    if not found.ok:
+        raise ForgeError(f"{found.image} cannot train on this machine: {found.reason}", EXIT_JOB_FAILED)
 
 
 def main() -> None:

@@ -89,7 +89,9 @@ class Daemon:
             self.auth,
             JobsService(self.store, self.blobs, self.bus, self.scheduler, self.auth, jobs_root, projects),
             ArtifactsService(self.blobs, self.auth, config.max_upload_bytes),
-            HardwareService(hardware, self.auth),
+            HardwareService(
+                hardware, self.auth, self.executor if isinstance(self.executor, DockerExecutor) else None
+            ),
             BrainService(self.blobs, self.auth, config.state_dir / "scratch", hardware, self.brains),
             DaemonService(self.store, self.auth, datetime.now(UTC), str(config.state_dir), self.db.dialect),
             config.rpc_threads,

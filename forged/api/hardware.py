@@ -8,14 +8,17 @@ import grpc
 from forge.v1 import hardware_pb2, hardware_pb2_grpc
 
 from forged.api.auth import Authenticator
-from forged.api.errors import unary
+from forged.api.errors import ApiError, unary
+from forged.executors.base import ExecutorError
+from forged.executors.docker import DockerExecutor
 from forged.hardware.nvml import CachedProbe
 
 
 class HardwareService(hardware_pb2_grpc.HardwareServicer):
-    def __init__(self, probe: CachedProbe, auth: Authenticator) -> None:
+    def __init__(self, probe: CachedProbe, auth: Authenticator, docker: DockerExecutor | None = None) -> None:
         self.probe = probe
         self.auth = auth
+        self.docker = docker  # None: forged runs jobs as local processes and has no images to probe
 
     @unary
     def Probe(
@@ -30,4 +33,27 @@ class HardwareService(hardware_pb2_grpc.HardwareServicer):
             message=inv.message,
             cpu_count=inv.cpu_count,
             memory_total_bytes=inv.memory_total_bytes,
+        )
+
+    @unary
+    def ProbeImage(
+        self, request: hardware_pb2.ProbeImageRequest, context: grpc.ServicerContext
+    ) -> hardware_pb2.ProbeImageResponse:
+        self.auth.principal(context)
+        if self.docker is None:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "forged runs jobs as local processes: start it with --executor docker to use runner images",
+            )
+        try:
+            found = self.docker.probe(request.arch)
+        except ExecutorError as exc:
+            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
+        return hardware_pb2.ProbeImageResponse(
+            image=found.image,
+            arch=found.choice.arch,
+            ok=found.ok,
+            reason=found.reason,
+            report_json=found.report_json,
+            note=found.choice.note,
         )

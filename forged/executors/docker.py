@@ -24,13 +24,22 @@ import json
 import os
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from forged.executors.base import ExecutorError, RunHandle, RunRequest
-from forged.executors.images import ImageChoice, device_requests, image_for_capability, parse_capability
+from forged.executors.images import (
+    CPU_ARCH,
+    GPU_ARCHES,
+    ImageChoice,
+    device_requests,
+    image_for_capability,
+    image_tag,
+    parse_capability,
+)
 from forged.executors.local import LocalExecutor
 
 if TYPE_CHECKING:
@@ -102,46 +111,10 @@ def spec_mounts(spec_path: Path, workspace: Path) -> list[Path]:
     return sorted(p for p in found if not any(p != q and p.is_relative_to(q) for q in found))
 
 
-def container_config(
-    request: RunRequest,
-    image: str,
-    gpu_ids: list[str],
-    memory_bytes: int,
-    pids_limit: int,
-    environ: dict[str, str],
-    user: str,
-    host: str = "",
-) -> dict[str, Any]:
-    """The keyword arguments of `containers.create` for one runner process: the whole security posture
-    in one place, so tests can hold it to the rules in the module docstring."""
-    workspace = str(request.workspace)
-    volumes = {workspace: {"bind": workspace, "mode": "rw"}}
-    for path in spec_mounts(request.spec_path, request.workspace):
-        volumes[str(path)] = {"bind": str(path), "mode": "ro"}
-    env = {k: v for k, v in environ.items() if k.startswith(PASSED_ENV_PREFIX) and k not in WITHHELD_ENV}
-    env.update(
-        PYTHONUNBUFFERED="1",
-        TOKENIZERS_PARALLELISM="false",
-        HOME="/tmp",  # the root filesystem is read-only; caches go to the private /tmp
-        XDG_CACHE_HOME="/tmp/cache",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-    )
+def locked_down(gpu_ids: list[str], memory_bytes: int, pids_limit: int, user: str) -> dict[str, Any]:
+    """What every container of forged's gets, a job's or a probe's: the security posture in one place."""
     return {
-        "image": image,
-        "name": container_name(request.job_id),
-        "entrypoint": ["python", "-m", *request.entry],
-        "command": ["--spec", str(request.spec_path)],
-        "labels": {
-            LABEL_JOB: request.job_id,
-            LABEL_ENTRY: " ".join(request.entry),
-            LABEL_MANAGED: MANAGER,
-            LABEL_HOST: host,
-        },
-        "working_dir": workspace,
         "user": user,
-        "environment": env,
-        "volumes": volumes,
         "network_mode": "none",
         "read_only": True,
         "tmpfs": {"/tmp": "rw,nosuid,nodev,mode=1777"},
@@ -158,6 +131,62 @@ def container_config(
         "stdin_open": False,
         "tty": False,
     }
+
+
+def runner_environment(environ: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in environ.items() if k.startswith(PASSED_ENV_PREFIX) and k not in WITHHELD_ENV}
+    env.update(
+        PYTHONUNBUFFERED="1",
+        TOKENIZERS_PARALLELISM="false",
+        HOME="/tmp",  # the root filesystem is read-only; caches go to the private /tmp
+        XDG_CACHE_HOME="/tmp/cache",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    return env
+
+
+def container_config(
+    request: RunRequest,
+    image: str,
+    gpu_ids: list[str],
+    memory_bytes: int,
+    pids_limit: int,
+    environ: dict[str, str],
+    user: str,
+    host: str = "",
+) -> dict[str, Any]:
+    """The keyword arguments of `containers.create` for one runner process, so tests can hold them to the
+    rules in the module docstring."""
+    workspace = str(request.workspace)
+    volumes = {workspace: {"bind": workspace, "mode": "rw"}}
+    for path in spec_mounts(request.spec_path, request.workspace):
+        volumes[str(path)] = {"bind": str(path), "mode": "ro"}
+    return {
+        "image": image,
+        "name": container_name(request.job_id),
+        "entrypoint": ["python", "-m", *request.entry],
+        "command": ["--spec", str(request.spec_path)],
+        "labels": {
+            LABEL_JOB: request.job_id,
+            LABEL_ENTRY: " ".join(request.entry),
+            LABEL_MANAGED: MANAGER,
+            LABEL_HOST: host,
+        },
+        "working_dir": workspace,
+        "environment": runner_environment(environ),
+        "volumes": volumes,
+        **locked_down(gpu_ids, memory_bytes, pids_limit, user),
+    }
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    image: str
+    choice: ImageChoice
+    ok: bool
+    reason: str
+    report_json: str
 
 
 class DockerHandle:
@@ -370,6 +399,56 @@ class DockerExecutor:
             log.warning("image_choice", job=request.job_id, note=choice.note)
         return DockerHandle(container, cursor)
 
+    def probe(self, arch: str = "") -> ImageProbe:
+        """Run the image's smoke test on this machine's GPUs (all of them) and read its report. `arch`
+        empty or "auto": the image forged would choose; else that architecture's image."""
+        import docker
+        import requests
+
+        gpus = self.gpus()
+        if arch in ("", "auto"):
+            choice, gpu_ids = self.image_for(tuple(g.index for g in gpus) or None)
+        elif arch in (*GPU_ARCHES, CPU_ARCH):
+            choice = ImageChoice(arch=arch, tag=image_tag(arch))
+            gpu_ids = [g.uuid or str(g.index) for g in gpus] if arch != CPU_ARCH else []
+        else:
+            raise ExecutorError(f"--arch {arch}: use auto, {', '.join(GPU_ARCHES)} or {CPU_ARCH}")
+        try:
+            image = self._image(choice)
+            container = self.client.containers.create(
+                image,
+                entrypoint=["python", "-m", RUNNER_MODULE],
+                command=["smoke"],
+                labels={LABEL_MANAGED: MANAGER, LABEL_HOST: self.host, LABEL_ENTRY: "runner_image smoke"},
+                environment={**runner_environment({}), "FORGE_IMAGE_ARCH": choice.arch},
+                **locked_down(gpu_ids, self.memory_bytes, self.pids_limit, self.user),
+            )
+            try:
+                container.start()
+                container.wait(timeout=600)
+                container.reload()
+                code = exit_status(container.attrs.get("State", {}))
+                out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
+                err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace").strip()
+            finally:
+                with contextlib.suppress(docker.errors.APIError):
+                    container.remove(force=True)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            hint = (
+                "; install the NVIDIA Container Toolkit" if gpu_ids and "nvidia" in str(exc).lower() else ""
+            )
+            raise ExecutorError(
+                f"the smoke test of {choice.arch} did not run: {_first_line(exc)}{hint}"
+            ) from exc
+        report_json = out.splitlines()[-1] if out else ""
+        try:
+            report = json.loads(report_json)
+        except ValueError:
+            report = {}
+        ok = code == 0 and bool(report.get("ok"))
+        reason = "" if ok else str(report.get("reason") or _last_line(err) or f"the smoke test exited {code}")
+        return ImageProbe(image, choice, ok, reason, report_json)
+
     def _mine(self, *labels: str) -> list[Container]:
         wanted = [f"{LABEL_MANAGED}={MANAGER}", f"{LABEL_HOST}={self.host}", *labels]
         return list(self.client.containers.list(all=True, filters={"label": wanted}))
@@ -400,6 +479,11 @@ def default_memory_bytes() -> int:
     import psutil
 
     return int(psutil.virtual_memory().total * 0.9)
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import forge_env
+from forge.v1 import hardware_pb2
+from harness import Forged, forge_env
 
+from forgectl import docker_probe
 from forged.config import ConfigError, parse_size
 from forged.executors.base import ExecutorError, RunRequest
 from forged.executors.docker import (
@@ -154,3 +156,50 @@ def test_forged_without_an_engine_says_so_in_one_line(tmp_path: Path) -> None:
         bad.returncode == 2
         and bad.stderr.strip() == "forged: 'lots' is not a size: write e.g. 16g, 512m or a number of bytes"
     )
+
+
+def test_docker_probe_needs_the_docker_executor(forged: Forged) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "forgectl", "--daemon", forged.address, "docker", "probe"],
+        env=forge_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "error: forged runs jobs as local processes: start it with --executor docker to use runner images"
+    )
+
+
+def test_a_gpu_probe_reads_as_the_gpu_torch_saw() -> None:
+    report = {
+        "ok": True,
+        "reason": "",
+        "notes": [],
+        "image_arch": "hopper",
+        "python": "3.12.3",
+        "torch": "2.9.1+cu126",
+        "torch_cuda": "12.6",
+        "cuda_available": True,
+        "device_name": "NVIDIA H200",
+        "compute_capability": "9.0",
+        "gpu_memory_total_bytes": 150 << 30,
+        "gpu_memory_free_bytes": 149 << 30,
+        "bf16_supported": True,
+        "train_step": {"ok": True, "device": "cuda", "precision": "bf16"},
+        "bitsandbytes": {"status": "ok"},
+        "unsloth": {"status": "missing"},
+        "flash_attn": {"status": "missing"},
+    }
+    found = hardware_pb2.ProbeImageResponse(
+        image="forge:hopper", arch="hopper", ok=True, report_json=json.dumps(report)
+    )
+    assert docker_probe.lines(found) == [
+        "forge:hopper: can train on this machine",
+        "torch 2.9.1+cu126 (CUDA build 12.6), Python 3.12.3",
+        "GPU: NVIDIA H200, compute capability 9.0, 149.0 of 150.0 GiB free, bf16",
+        "LoRA step on cuda in bf16: ok",
+        "bitsandbytes ok, unsloth missing, flash-attn missing",
+    ]
+    assert docker_probe.as_json(found)["report"]["device_name"] == "NVIDIA H200"

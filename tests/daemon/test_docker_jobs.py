@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -169,3 +171,39 @@ def test_cancel_stops_the_container_at_once(tmp_path: Path, engine: tuple[Any, s
     assert done.state == S.JOB_STATE_CANCELLED
     assert stopped_in < 15, f"cancel took {stopped_in:.1f} s"
     assert containers_of(client, job.id) == []
+
+
+def _forgectl(forged: Forged, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "forgectl", "--daemon", forged.address, *args],
+        env=forge_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_docker_probe_reports_what_torch_sees_inside_the_image(
+    tmp_path: Path, engine: tuple[Any, str]
+) -> None:
+    client, repository = engine
+    with docker_forged(tmp_path / "state", repository) as forged:
+        probed = _forgectl(forged, "docker", "probe", "--json")
+        said = _forgectl(forged, "docker", "probe", "--arch", "hopper")
+
+    assert probed.returncode == 0, probed.stderr
+    found = json.loads(probed.stdout)
+    assert (found["image"], found["arch"], found["ok"]) == (f"{repository}:cpu", "cpu", True)
+    report = found["report"]
+    # The smoke test ran inside the image: its torch, its architecture, a real LoRA step on its CPU.
+    assert report["image_arch"] == "cpu" and report["cuda_available"] is False
+    assert report["train_step"]["ok"] is True and report["train_step"]["device"] == "cpu"
+    # No hopper image on this engine: one line naming the command that builds it.
+    assert said.returncode == 2
+    assert said.stderr.strip() == (
+        f"error: the runner image {repository}:hopper is not on this machine: build it with "
+        f"runner_image/docker/build.sh hopper --tag {repository}:hopper"
+    )
+    assert [
+        c for c in client.containers.list(all=True) if c.labels.get("forge.entry") == "runner_image smoke"
+    ] == []

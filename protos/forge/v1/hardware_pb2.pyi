@@ -6,6 +6,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ProbeImageRequest(_message.Message):
+    __slots__ = ("arch",)
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    arch: str
+    def __init__(self, arch: _Optional[str] = ...) -> None: ...
+
+class ProbeImageResponse(_message.Message):
+    __slots__ = ("image", "arch", "ok", "reason", "report_json", "note")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    arch: str
+    ok: bool
+    reason: str
+    report_json: str
+    note: str
+    def __init__(self, image: _Optional[str] = ..., arch: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., report_json: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
 class ProbeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
