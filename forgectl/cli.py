@@ -773,14 +773,41 @@ def docker() -> None:
     """Runner images on forged's machine (forged --executor docker)."""
 
 
-@docker.command()
-@click.option(
+_ARCH_OPTION = click.option(
     "--arch",
     default="auto",
     show_default=True,
     type=click.Choice(["auto", "blackwell", "hopper", "ada", "ampere", "cpu"]),
     help="auto: the image forged picks for this machine's GPUs.",
 )
+
+
+@docker.command()
+@_ARCH_OPTION
+@click.option("--dry-run", is_flag=True, help="Only show the exact docker build command.")
+@_json_flag
+@pass_state
+def build(state: State, arch: str, dry_run: bool) -> None:
+    """Build the runner image on forged's machine, with the build's output as it comes."""
+    request = hardware_pb2.BuildImageRequest(arch=arch, dry_run=dry_run)
+    last = hardware_pb2.BuildImageEvent()
+    for event in state.client().hardware.BuildImage(request):
+        if state.json:
+            output.emit_json(output.to_plain(event))
+        elif not event.done:
+            click.echo(event.line)
+        last = event
+    if not last.done:
+        raise ForgeError("forged stopped answering before the build ended", EXIT_JOB_FAILED)
+    if last.exit_code != 0:
+        raise ForgeError(
+            f"building {last.image} failed (exit status {last.exit_code}); the build's output is above",
+            EXIT_JOB_FAILED,
+        )
+
+
+@docker.command()
+@_ARCH_OPTION
 @_json_flag
 @pass_state
 def probe(state: State, arch: str) -> None:

@@ -23,6 +23,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("forged.docker")
 
 RUNNER_MODULE = "runner_image"
+# The checkout forged runs from: image builds need its runner_image/docker/ and its build context.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # What forged and the runner image must agree on (docs/runner-protocol.md); the image says in a label which
 # one it speaks, and tests/daemon/test_docker_executor.py checks this equals runner_image's.
 RUNNER_PROTOCOL = "1"
@@ -405,14 +409,7 @@ class DockerExecutor:
         import docker
         import requests
 
-        gpus = self.gpus()
-        if arch in ("", "auto"):
-            choice, gpu_ids = self.image_for(tuple(g.index for g in gpus) or None)
-        elif arch in (*GPU_ARCHES, CPU_ARCH):
-            choice = ImageChoice(arch=arch, tag=image_tag(arch))
-            gpu_ids = [g.uuid or str(g.index) for g in gpus] if arch != CPU_ARCH else []
-        else:
-            raise ExecutorError(f"--arch {arch}: use auto, {', '.join(GPU_ARCHES)} or {CPU_ARCH}")
+        choice, gpu_ids = self._choose(arch)
         try:
             image = self._image(choice)
             container = self.client.containers.create(
@@ -448,6 +445,42 @@ class DockerExecutor:
         ok = code == 0 and bool(report.get("ok"))
         reason = "" if ok else str(report.get("reason") or _last_line(err) or f"the smoke test exited {code}")
         return ImageProbe(image, choice, ok, reason, report_json)
+
+    def _choose(self, arch: str) -> tuple[ImageChoice, list[str]]:
+        """An architecture asked for by name ("" or "auto": the one for this machine's GPUs), and the ids
+        of every GPU here it would run on."""
+        gpus = self.gpus()
+        if arch in ("", "auto"):
+            return self.image_for(tuple(g.index for g in gpus) or None)
+        if arch not in (*GPU_ARCHES, CPU_ARCH):
+            raise ExecutorError(f"--arch {arch}: use auto, {', '.join(GPU_ARCHES)} or {CPU_ARCH}")
+        gpu_ids = [g.uuid or str(g.index) for g in gpus] if arch != CPU_ARCH else []
+        return ImageChoice(arch=arch, tag=image_tag(arch)), gpu_ids
+
+    def build(self, arch: str, dry_run: bool = False) -> tuple[str, subprocess.Popen[str]]:
+        """Start building the image for `arch` with runner_image/docker/build.sh's own code, from the
+        source checkout forged runs from; returns the tag and the build, its output merged into stdout."""
+        choice, _ = self._choose(arch)
+        tag = f"{self.repository}:{choice.arch}"
+        if not (SOURCE_ROOT / "runner_image" / "docker" / "Dockerfile").is_file():
+            raise ExecutorError(
+                "this forged is installed without Forge's sources, which the build needs: in a clone of "
+                f"Forge run runner_image/docker/build.sh {choice.arch} --tag {tag}"
+            )
+        command = [sys.executable, "-m", "runner_image.image_versions", "build", choice.arch, "--tag", tag]
+        env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT), "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            [*command, "--dry-run"] if dry_run else command,
+            cwd=SOURCE_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,  # a client that goes away stops the whole build, docker CLI included
+        )
+        return tag, proc
 
     def _mine(self, *labels: str) -> list[Container]:
         wanted = [f"{LABEL_MANAGED}={MANAGER}", f"{LABEL_HOST}={self.host}", *labels]

@@ -207,3 +207,18 @@ def test_docker_probe_reports_what_torch_sees_inside_the_image(
     assert [
         c for c in client.containers.list(all=True) if c.labels.get("forge.entry") == "runner_image smoke"
     ] == []
+
+
+def test_docker_build_streams_the_exact_command_for_the_machines_image(
+    tmp_path: Path, engine: tuple[Any, str]
+) -> None:
+    _, repository = engine
+    with docker_forged(tmp_path / "state", repository) as forged:
+        # --dry-run: a real build needs Docker Hub, PyPI and PyTorch's index, none of which CI may reach.
+        out = _forgectl(forged, "docker", "build", "--dry-run")
+
+    assert out.returncode == 0, out.stderr
+    (command,) = out.stdout.strip().splitlines()
+    # auto on a machine without GPUs is the cpu image, tagged in forged's repository, with the table's values.
+    assert command.startswith(f"docker build -f runner_image/docker/Dockerfile -t {repository}:cpu ")
+    assert "--build-arg FORGE_ARCH=cpu" in command and "--build-arg RUNNER_PROTOCOL=1" in command

@@ -45,6 +45,11 @@ class HardwareStub:
                 request_serializer=forge_dot_v1_dot_hardware__pb2.ProbeImageRequest.SerializeToString,
                 response_deserializer=forge_dot_v1_dot_hardware__pb2.ProbeImageResponse.FromString,
                 _registered_method=True)
+        self.BuildImage = channel.unary_stream(
+                '/forge.v1.Hardware/BuildImage',
+                request_serializer=forge_dot_v1_dot_hardware__pb2.BuildImageRequest.SerializeToString,
+                response_deserializer=forge_dot_v1_dot_hardware__pb2.BuildImageEvent.FromString,
+                _registered_method=True)
 
 
 class HardwareServicer:
@@ -66,6 +71,14 @@ class HardwareServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BuildImage(self, request, context):
+        """Builds the runner image for an architecture on forged's engine (runner_image/docker/build.sh, from
+        forged's source checkout), streaming the build's output. Admins only on a shared box.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HardwareServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +91,11 @@ def add_HardwareServicer_to_server(servicer, server):
                     servicer.ProbeImage,
                     request_deserializer=forge_dot_v1_dot_hardware__pb2.ProbeImageRequest.FromString,
                     response_serializer=forge_dot_v1_dot_hardware__pb2.ProbeImageResponse.SerializeToString,
+            ),
+            'BuildImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.BuildImage,
+                    request_deserializer=forge_dot_v1_dot_hardware__pb2.BuildImageRequest.FromString,
+                    response_serializer=forge_dot_v1_dot_hardware__pb2.BuildImageEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +153,33 @@ class Hardware:
             '/forge.v1.Hardware/ProbeImage',
             forge_dot_v1_dot_hardware__pb2.ProbeImageRequest.SerializeToString,
             forge_dot_v1_dot_hardware__pb2.ProbeImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/forge.v1.Hardware/BuildImage',
+            forge_dot_v1_dot_hardware__pb2.BuildImageRequest.SerializeToString,
+            forge_dot_v1_dot_hardware__pb2.BuildImageEvent.FromString,
             options,
             channel_credentials,
             insecure,
