@@ -24,8 +24,12 @@ import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS = REPO / "runner_image" / "docker" / "requirements.txt"
@@ -36,7 +40,7 @@ PREFIX = "/opt/python"
 _SKIP_DIRS = {"test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "include"}
 
 
-def engine_or_skip():  # type: ignore[no-untyped-def]
+def engine_or_skip() -> DockerClient:
     import pytest
 
     try:
@@ -221,7 +225,7 @@ def _changes() -> list[str]:
     ]
 
 
-def offline_cpu_image(client) -> str:  # type: ignore[no-untyped-def]
+def offline_cpu_image(client: DockerClient) -> str:
     """The repository holding the CPU runner image (REPOSITORY:cpu) on this engine, importing it first if
     this version is missing."""
     import docker

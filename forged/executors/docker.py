@@ -211,10 +211,6 @@ class DockerHandle:
     def pid_started(self) -> float | None:
         return None
 
-    @property
-    def container_id(self) -> str:
-        return str(self._container.id)
-
     def _relayed(self) -> int:
         try:
             return int(self._cursor.read_text().strip() or 0)
