@@ -39,7 +39,13 @@ def docker_forged(state: Path, repository: str, *extra: str, **kw: Any) -> Abstr
 
 
 def containers_of(client: Any, job_id: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"forge.job={job_id}"})
+    import docker
+
+    while True:
+        try:
+            return client.containers.list(all=True, filters={"label": f"forge.job={job_id}"})
+        except docker.errors.NotFound:
+            continue  # removed between the listing and its inspection: list again
 
 
 def wait_for_container(forged: Forged, client: Any, job_id: str, timeout: float = 120) -> Any:
@@ -61,7 +67,7 @@ def test_a_job_trains_in_a_locked_down_container_and_leaves_nothing_behind(
     with docker_forged(
         tmp_path / "state", repository, "--docker-memory", "6g", "--docker-pids", "1024"
     ) as forged:
-        job = forged.submit(forged.train_spec(EXAMPLE_CSV, max_steps=2, checkpoint_every=1))
+        job = forged.submit(forged.train_spec(EXAMPLE_CSV, max_steps=4, checkpoint_every=2))
         container = wait_for_container(forged, client, job.id)
         host = container.attrs["HostConfig"]
         done = forged.wait_until(job.id, lambda j: j.state in TERMINAL)
