@@ -13,6 +13,7 @@ skip and say so. `.ci/run` starts one with vfs storage and no bridge.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata as md
 import io
@@ -241,6 +242,11 @@ def offline_cpu_image(client: DockerClient) -> str:
         rootfs = Path(tmp) / "rootfs.tar"
         _write_rootfs(rootfs)
         client.api.import_image_from_file(str(rootfs), repository=repository, tag="cpu", changes=_changes())
+    # Earlier versions are 1.3 GB each and nothing uses them any more.
+    for image in client.images.list(name=f"{TEST_REPOSITORY}-*"):
+        if tag not in image.tags:
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(image.id, force=True)
     return repository
 
 
