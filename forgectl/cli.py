@@ -18,7 +18,7 @@ from forge.v1 import brain_pb2, daemon_pb2, hardware_pb2, jobs_pb2
 from rich.console import Console
 from rich.text import Text
 
-from forgectl import brain_access, init_project, output, project_status
+from forgectl import brain_access, docker_probe, init_project, output, project_status
 from forgectl import follow as following
 from forgectl import ignite as igniting
 from forgectl import plan as planning
@@ -767,6 +767,61 @@ def gpus(state: State) -> None:
         con.print(probe.message or "no NVIDIA GPU found")
         return
     con.print(output.gpus_table(probe))
+
+
+@cli.group()
+def docker() -> None:
+    """Runner images on forged's machine (forged --executor docker)."""
+
+
+_ARCH_OPTION = click.option(
+    "--arch",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "blackwell", "hopper", "ada", "ampere", "cpu"]),
+    help="auto: the image forged picks for this machine's GPUs.",
+)
+
+
+@docker.command()
+@_ARCH_OPTION
+@click.option("--dry-run", is_flag=True, help="Only show the exact docker build command.")
+@_json_flag
+@pass_state
+def build(state: State, arch: str, dry_run: bool) -> None:
+    """Build the runner image on forged's machine, with the build's output as it comes."""
+    request = hardware_pb2.BuildImageRequest(arch=arch, dry_run=dry_run)
+    last = hardware_pb2.BuildImageEvent()
+    for event in state.client().hardware.BuildImage(request):
+        if state.json:
+            output.emit_json(output.to_plain(event))
+        elif not event.done:
+            click.echo(event.line)
+        last = event
+    if not last.done:
+        raise ForgeError("forged stopped answering before the build ended", EXIT_JOB_FAILED)
+    if last.exit_code != 0:
+        raise ForgeError(
+            f"building {last.image} failed (exit status {last.exit_code}); the build's output is above",
+            EXIT_JOB_FAILED,
+        )
+
+
+@docker.command()
+@_ARCH_OPTION
+@_json_flag
+@pass_state
+def probe(state: State, arch: str) -> None:
+    """Run the runner image's smoke test where forged runs jobs: what torch sees inside it."""
+    found = state.client().hardware.ProbeImage(hardware_pb2.ProbeImageRequest(arch=arch), timeout=900.0)
+    if state.json:
+        output.emit_json(docker_probe.as_json(found))
+    else:
+        con = state.out()
+        for line in docker_probe.lines(found):
+            con.print(line, markup=False)
+    if not found.ok:
+        raise ForgeError(f"{found.image} cannot train on this machine: {found.reason}", EXIT_JOB_FAILED)
 
 
 def main() -> None:

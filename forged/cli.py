@@ -9,7 +9,7 @@ import click
 from forge import defaults
 from pydantic import ValidationError
 
-from forged.config import ConfigError, DaemonConfig, default_listen
+from forged.config import ConfigError, DaemonConfig, default_listen, parse_size
 
 
 def _fail(message: str) -> None:
@@ -107,6 +107,29 @@ def _fail(message: str) -> None:
     show_default=True,
     help="A running job whose host has not renewed its lease for this long is taken over by another host.",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "docker"]),
+    default="local",
+    show_default=True,
+    envvar="FORGE_EXECUTOR",
+    help="docker: each runner in a container of the runner image for its GPUs (docs/runner-images.md).",
+)
+@click.option(
+    "--docker-repository",
+    default="forge",
+    show_default=True,
+    help="Runner images are REPOSITORY:ARCH, e.g. forge:hopper, forge:cpu.",
+)
+@click.option(
+    "--docker-memory",
+    default=None,
+    help="Memory limit per container, e.g. 48g; over it the job is OOM-killed and self-heals. "
+    "[default: nine tenths of this machine's memory]",
+)
+@click.option(
+    "--docker-pids", default=4096, show_default=True, help="Process and thread limit per container."
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def main(
@@ -131,6 +154,10 @@ def main(
     host_id: str | None,
     shared_dir: Path | None,
     lease_seconds: float,
+    executor: str,
+    docker_repository: str,
+    docker_memory: str | None,
+    docker_pids: int,
     log_level: str,
 ) -> None:
     """The Forge daemon: owns the GPU queue, the runners and every job's state."""
@@ -163,6 +190,10 @@ def main(
             host_id=host_id,
             shared_dir=shared_dir.expanduser().resolve() if shared_dir else None,
             lease_seconds=lease_seconds,
+            executor=executor,
+            docker_repository=docker_repository,
+            docker_memory_bytes=parse_size(docker_memory) if docker_memory else None,
+            docker_pids=docker_pids,
         )
     except (ConfigError, ValidationError) as exc:
         _fail(_first_error(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from pathlib import Path
 
@@ -43,6 +44,11 @@ class DaemonConfig(BaseModel):
     host_id: str | None = None
     shared_dir: Path | None = None  # blobs and job workspaces; shared storage for a multi-host queue
     lease_seconds: float = 30.0
+    # Where runners run: local processes, or containers of the runner image for the job's GPUs.
+    executor: str = "local"
+    docker_repository: str = "forge"  # images are REPOSITORY:ARCH (forge:hopper, forge:cpu)
+    docker_memory_bytes: int | None = None  # per container; None: nine tenths of the machine's memory
+    docker_pids: int = 4096
 
     @model_validator(mode="after")
     def _check(self) -> DaemonConfig:
@@ -70,6 +76,12 @@ class DaemonConfig(BaseModel):
                 raise ConfigError("a TCP address other than loopback needs --auth token")
         elif not self.listen.startswith("unix:"):
             raise ConfigError(f"--listen {self.listen}: use unix://PATH or tcp://HOST:PORT")
+        if self.executor not in ("local", "docker"):
+            raise ConfigError(f"--executor {self.executor}: use local or docker")
+        if self.docker_memory_bytes is not None and self.docker_memory_bytes < 64 << 20:
+            raise ConfigError("--docker-memory: give at least 64m; a runner needs far more than that")
+        if self.docker_pids < 64:
+            raise ConfigError(f"--docker-pids {self.docker_pids}: give 64 or more (4096 is the default)")
         if self.lease_seconds < 1:
             raise ConfigError(f"--lease-seconds {self.lease_seconds:g}: use 1 or more (30 is the default)")
         return self
@@ -104,6 +116,19 @@ class DaemonConfig(BaseModel):
             return self.socket_mode
         # Per-user: only the owner. Shared box: the forge group connects, and tokens decide who is who.
         return 0o600 if self.auth == "none" else 0o660
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'16g', '512m', '2GiB', '1073741824' (Docker's notation) -> bytes; ConfigError for anything else."""
+    match = _SIZE.fullmatch(text.strip())
+    value = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]) if match else 0
+    if value <= 0:
+        raise ConfigError(f"{text!r} is not a size: write e.g. 16g, 512m or a number of bytes")
+    return value
 
 
 def _is_loopback(host: str) -> bool:

@@ -27,6 +27,8 @@ from forged.brain.llm.keys import KeyStore
 from forged.brain.llm.retry import RetryPolicy
 from forged.brain.llm.select import BrainDefaults, BrainSelector
 from forged.config import ConfigError, DaemonConfig
+from forged.executors.base import Executor, ExecutorError
+from forged.executors.docker import DockerExecutor
 from forged.executors.local import LocalExecutor
 from forged.hardware.nvml import GpuMonitor
 from forged.queue.bus import EventBus
@@ -67,10 +69,11 @@ class Daemon:
         self.auth = Authenticator(config.auth, UserStore(self.db))
         hardware = self.hardware = GpuMonitor(config.gpu_refresh_seconds)
         self.brains = brain_selector(config)
+        self.executor = make_executor(config, hardware)
         self.scheduler = Scheduler(
             self.store,
             self.blobs,
-            LocalExecutor(),
+            self.executor,
             max_running=config.max_running_jobs,
             max_per_user=config.max_jobs_per_user,
             gpus=hardware,
@@ -86,7 +89,9 @@ class Daemon:
             self.auth,
             JobsService(self.store, self.blobs, self.bus, self.scheduler, self.auth, jobs_root, projects),
             ArtifactsService(self.blobs, self.auth, config.max_upload_bytes),
-            HardwareService(hardware, self.auth),
+            HardwareService(
+                hardware, self.auth, self.executor if isinstance(self.executor, DockerExecutor) else None
+            ),
             BrainService(self.blobs, self.auth, config.state_dir / "scratch", hardware, self.brains),
             DaemonService(self.store, self.auth, datetime.now(UTC), str(config.state_dir), self.db.dialect),
             config.rpc_threads,
@@ -129,6 +134,9 @@ class Daemon:
         except ValueError as exc:  # FORGE_FAKE_GPUS that does not parse
             raise ConfigError(str(exc)) from exc
         recovered = self.scheduler.recover()
+        if isinstance(self.executor, DockerExecutor):
+            # After recover: a job it requeued keeps its container, to reattach to when it starts again.
+            self.executor.remove_stale({job_id for job_id, _ in self.store.queue_order()})
         address = self._bind()
         self.server.start()
         self.scheduler.start()
@@ -168,6 +176,21 @@ class Daemon:
             signal.signal(sig, lambda *_: stop.set())
         stop.wait()
         self.stop()
+
+
+def make_executor(config: DaemonConfig, hardware: GpuMonitor) -> Executor:
+    if config.executor == "local":
+        return LocalExecutor()
+    try:
+        return DockerExecutor.connect(
+            gpus=lambda: hardware.get().gpus,
+            repository=config.docker_repository,
+            memory_bytes=config.docker_memory_bytes,
+            pids_limit=config.docker_pids,
+            host=config.host,
+        )
+    except ExecutorError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def brain_selector(config: DaemonConfig) -> BrainSelector:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
 from dataclasses import asdict
 
 import grpc
 from forge.v1 import hardware_pb2, hardware_pb2_grpc
 
 from forged.api.auth import Authenticator
-from forged.api.errors import unary
+from forged.api.errors import ApiError, streaming, unary
+from forged.executors.base import ExecutorError
+from forged.executors.docker import DockerExecutor
 from forged.hardware.nvml import CachedProbe
 
 
 class HardwareService(hardware_pb2_grpc.HardwareServicer):
-    def __init__(self, probe: CachedProbe, auth: Authenticator) -> None:
+    def __init__(self, probe: CachedProbe, auth: Authenticator, docker: DockerExecutor | None = None) -> None:
         self.probe = probe
         self.auth = auth
+        self.docker = docker  # None: forged runs jobs as local processes and has no images to probe
 
     @unary
     def Probe(
@@ -30,4 +37,55 @@ class HardwareService(hardware_pb2_grpc.HardwareServicer):
             message=inv.message,
             cpu_count=inv.cpu_count,
             memory_total_bytes=inv.memory_total_bytes,
+        )
+
+    def _docker(self) -> DockerExecutor:
+        if self.docker is None:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "forged runs jobs as local processes: start it with --executor docker to use runner images",
+            )
+        return self.docker
+
+    @streaming
+    def BuildImage(
+        self, request: hardware_pb2.BuildImageRequest, context: grpc.ServicerContext
+    ) -> Iterator[hardware_pb2.BuildImageEvent]:
+        if not self.auth.principal(context).admin:
+            raise ApiError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "building runner images changes them for everyone on this machine: ask an admin",
+            )
+        try:
+            tag, proc = self._docker().build(request.arch, dry_run=request.dry_run)
+        except ExecutorError as exc:
+            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                yield hardware_pb2.BuildImageEvent(line=line.rstrip("\n"), image=tag)
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # the client went away: so does the build
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+        yield hardware_pb2.BuildImageEvent(done=True, exit_code=code, image=tag)
+
+    @unary
+    def ProbeImage(
+        self, request: hardware_pb2.ProbeImageRequest, context: grpc.ServicerContext
+    ) -> hardware_pb2.ProbeImageResponse:
+        self.auth.principal(context)
+        try:
+            found = self._docker().probe(request.arch)
+        except ExecutorError as exc:
+            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
+        return hardware_pb2.ProbeImageResponse(
+            image=found.image,
+            arch=found.choice.arch,
+            ok=found.ok,
+            reason=found.reason,
+            report_json=found.report_json,
+            note=found.choice.note,
         )

@@ -12,6 +12,11 @@ EXIT_PREEMPTED = 75
 EXIT_BAD_INPUT = 2
 
 
+class ExecutorError(RuntimeError):
+    """The runner could not be started (no image for this GPU, the engine refused): the job fails with
+    this one line, which says what to do; it is not a bug in forged."""
+
+
 @dataclass(frozen=True)
 class RunRequest:
     job_id: str

@@ -18,7 +18,14 @@ from forge.v1 import jobs_pb2
 from google.protobuf import json_format
 
 from forged.brain.diagnosis import LOG_LINES_SENT, JobDiagnoser
-from forged.executors.base import EXIT_BAD_INPUT, EXIT_PREEMPTED, Executor, RunHandle, RunRequest
+from forged.executors.base import (
+    EXIT_BAD_INPUT,
+    EXIT_PREEMPTED,
+    Executor,
+    ExecutorError,
+    RunHandle,
+    RunRequest,
+)
 from forged.export import stage as export_stage
 from forged.models.resolve import ModelError, resolve
 from forged.queue import remedy
@@ -202,8 +209,6 @@ class Supervisor:
                 return
             spec_path = self._write_runner_spec(spec, model.to_runner())
             resumed = latest_checkpoint_step(self.workspace / "checkpoints")
-            if resumed:
-                self.daemon_log(f"resuming from the checkpoint at step {resumed}")
             request = RunRequest(self.job.id, self.workspace, spec_path, gpu_indices=self.gpu_indices)
             code = self._run_process(request, resumed)
         if not spec.get("export") or code != 0 or "adapter" not in self.store.get(self.job.id).artifacts:
@@ -217,7 +222,11 @@ class Supervisor:
         with self._lock:
             if self._stop_reason is not None:
                 return None
-            self._handle = self.executor.start(request)
+            try:
+                self._handle = self.executor.start(request)
+            except ExecutorError as exc:
+                self.emit(jobs_pb2.JobEvent(error=jobs_pb2.ErrorEvent(code="executor", message=str(exc))))
+                return EXIT_BAD_INPUT  # retrying cannot help until someone acts on the message
         handle = self._handle
         try:
             self.store.set_attempt_process(
@@ -228,6 +237,11 @@ class Supervisor:
             handle.wait()
             raise
         log.info("process_started", job=self.job.id, entry=request.entry, pid=handle.pid, resumed=resumed)
+        if getattr(handle, "reattached", False):
+            # A container that kept training while forged was down: it goes on from where it is.
+            self.daemon_log("reattached to the job's container, which kept running while forged was down")
+        elif resumed:
+            self.daemon_log(f"resuming from the checkpoint at step {resumed}")
         with (self.workspace / "runner.log").open("a", encoding="utf-8") as raw:
             for line in handle.lines():
                 raw.write(line + "\n")

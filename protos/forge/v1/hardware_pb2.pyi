@@ -6,6 +6,48 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class BuildImageRequest(_message.Message):
+    __slots__ = ("arch", "dry_run")
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    arch: str
+    dry_run: bool
+    def __init__(self, arch: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class BuildImageEvent(_message.Message):
+    __slots__ = ("line", "done", "exit_code", "image")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    line: str
+    done: bool
+    exit_code: int
+    image: str
+    def __init__(self, line: _Optional[str] = ..., done: _Optional[bool] = ..., exit_code: _Optional[int] = ..., image: _Optional[str] = ...) -> None: ...
+
+class ProbeImageRequest(_message.Message):
+    __slots__ = ("arch",)
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    arch: str
+    def __init__(self, arch: _Optional[str] = ...) -> None: ...
+
+class ProbeImageResponse(_message.Message):
+    __slots__ = ("image", "arch", "ok", "reason", "report_json", "note")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    arch: str
+    ok: bool
+    reason: str
+    report_json: str
+    note: str
+    def __init__(self, image: _Optional[str] = ..., arch: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., report_json: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
 class ProbeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

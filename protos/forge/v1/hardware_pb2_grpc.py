@@ -40,6 +40,16 @@ class HardwareStub:
                 request_serializer=forge_dot_v1_dot_hardware__pb2.ProbeRequest.SerializeToString,
                 response_deserializer=forge_dot_v1_dot_hardware__pb2.ProbeResponse.FromString,
                 _registered_method=True)
+        self.ProbeImage = channel.unary_unary(
+                '/forge.v1.Hardware/ProbeImage',
+                request_serializer=forge_dot_v1_dot_hardware__pb2.ProbeImageRequest.SerializeToString,
+                response_deserializer=forge_dot_v1_dot_hardware__pb2.ProbeImageResponse.FromString,
+                _registered_method=True)
+        self.BuildImage = channel.unary_stream(
+                '/forge.v1.Hardware/BuildImage',
+                request_serializer=forge_dot_v1_dot_hardware__pb2.BuildImageRequest.SerializeToString,
+                response_deserializer=forge_dot_v1_dot_hardware__pb2.BuildImageEvent.FromString,
+                _registered_method=True)
 
 
 class HardwareServicer:
@@ -52,6 +62,23 @@ class HardwareServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProbeImage(self, request, context):
+        """Runs the runner image's smoke test (`forge-runner smoke`) in a container on this machine's GPUs: what
+        torch sees inside the image (CUDA, capability, free memory, bf16), so planning needs no torch on the
+        host. Needs forged --executor docker (FAILED_PRECONDITION otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildImage(self, request, context):
+        """Builds the runner image for an architecture on forged's engine (runner_image/docker/build.sh, from
+        forged's source checkout), streaming the build's output. Admins only on a shared box.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HardwareServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +86,16 @@ def add_HardwareServicer_to_server(servicer, server):
                     servicer.Probe,
                     request_deserializer=forge_dot_v1_dot_hardware__pb2.ProbeRequest.FromString,
                     response_serializer=forge_dot_v1_dot_hardware__pb2.ProbeResponse.SerializeToString,
+            ),
+            'ProbeImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProbeImage,
+                    request_deserializer=forge_dot_v1_dot_hardware__pb2.ProbeImageRequest.FromString,
+                    response_serializer=forge_dot_v1_dot_hardware__pb2.ProbeImageResponse.SerializeToString,
+            ),
+            'BuildImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.BuildImage,
+                    request_deserializer=forge_dot_v1_dot_hardware__pb2.BuildImageRequest.FromString,
+                    response_serializer=forge_dot_v1_dot_hardware__pb2.BuildImageEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +126,60 @@ class Hardware:
             '/forge.v1.Hardware/Probe',
             forge_dot_v1_dot_hardware__pb2.ProbeRequest.SerializeToString,
             forge_dot_v1_dot_hardware__pb2.ProbeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProbeImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/forge.v1.Hardware/ProbeImage',
+            forge_dot_v1_dot_hardware__pb2.ProbeImageRequest.SerializeToString,
+            forge_dot_v1_dot_hardware__pb2.ProbeImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/forge.v1.Hardware/BuildImage',
+            forge_dot_v1_dot_hardware__pb2.BuildImageRequest.SerializeToString,
+            forge_dot_v1_dot_hardware__pb2.BuildImageEvent.FromString,
             options,
             channel_credentials,
             insecure,
