@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
@@ -111,10 +110,16 @@ def test_detach_watch_ctrl_c_logs_and_cancel(forged: Forged) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A user at a terminal: Ctrl-C's default disposition, even when this test runs where SIGINT is
+        # ignored (a background job of a non-interactive shell, whose children inherit that).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    time.sleep(3)
+    assert watcher.stdout is not None
+    first = watcher.stdout.readline()  # watch is following: its handler is in place
+    assert first.startswith(f"following job {job_id}"), first
     watcher.send_signal(signal.SIGINT)
     out, err = watcher.communicate(timeout=30)
+    out = first + out
     assert watcher.returncode == 0, err
     assert f"forgectl watch {job_id}" in out + err, "Ctrl-C says how to re-attach"
     assert "Traceback" not in err
