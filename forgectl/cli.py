@@ -605,7 +605,10 @@ def _follow_and_exit(state: State, client: Client, job: jobs_pb2.Job) -> NoRetur
         con.print(
             Text(f"following job {job.id} ({job.name}); Ctrl-C detaches, the job keeps running", style="dim")
         )
-    final = following.follow_job(client, job, following.make_display(con, mode))
+    try:
+        final = following.follow_job(client, job, following.make_display(con, mode))
+    except KeyboardInterrupt:  # Ctrl-C before following began: the header already promised a detach
+        final = None
     if final is None:
         click.echo(following.DETACH_MESSAGE.format(id=job.id), err=state.json)
         ctx.exit(EXIT_OK)

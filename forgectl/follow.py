@@ -427,8 +427,8 @@ def follow_job(
             items.put(exc)
 
     display.position, display.wait_reason = job.queue_position, job.wait_reason
-    display.start()
     try:
+        display.start()
         threading.Thread(target=pump, name="forgectl-watch", daemon=True).start()
         next_poll = time.monotonic() + POSITION_POLL_S
         while True:
