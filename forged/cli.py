@@ -81,6 +81,14 @@ def _fail(message: str) -> None:
     envvar="FORGE_BRAIN_ENDPOINT",
     help="local brain: an OpenAI-compatible base URL. [default: Ollama's http://127.0.0.1:11434/v1]",
 )
+@click.option(
+    "--allow-brain-endpoint",
+    "allowed_brain_endpoints",
+    multiple=True,
+    envvar="FORGE_ALLOW_BRAIN_ENDPOINTS",
+    help="Another OpenAI-compatible base URL that users may choose for a local brain (repeat it; '*' allows "
+    "any, for a single-user machine). forged's own --brain-endpoint is always allowed.",
+)
 @click.option("--gemini-url", default="", envvar="FORGE_GEMINI_URL", help="Gemini API base URL (a proxy).")
 @click.option("--brain-timeout", default=60.0, show_default=True, help="Seconds per LLM request.")
 @click.option(
@@ -148,6 +156,7 @@ def main(
     brain: str,
     brain_model: str,
     brain_endpoint: str,
+    allowed_brain_endpoints: tuple[str, ...],
     gemini_url: str,
     brain_timeout: float,
     diagnosis_timeout: float,
@@ -184,6 +193,7 @@ def main(
             brain=brain,
             brain_model=brain_model,
             brain_endpoint=brain_endpoint,
+            allowed_brain_endpoints=allowed_brain_endpoints,
             gemini_url=gemini_url,
             brain_timeout=brain_timeout,
             diagnosis_timeout=diagnosis_timeout,

@@ -38,6 +38,7 @@ class DaemonConfig(BaseModel):
     brain_model: str = ""
     brain_endpoint: str = ""  # local: an OpenAI-compatible base URL (Ollama: http://127.0.0.1:11434/v1)
     gemini_url: str = ""  # empty: Google's endpoint; tests point it at a loopback fake
+    allowed_brain_endpoints: tuple[str, ...] = ()  # more base URLs a request may name ("*": any)
     brain_timeout: float = 60.0  # seconds per LLM request
     diagnosis_timeout: float = 60.0  # the most a failed job waits for the brain's diagnosis in all
     # Several hosts on one PostgreSQL queue: each needs its own id, and all must see the same files.

@@ -199,6 +199,7 @@ def brain_selector(config: DaemonConfig) -> BrainSelector:
         model=config.brain_model,
         endpoint=config.brain_endpoint,
         gemini_url=config.gemini_url,
+        allowed_endpoints=frozenset(config.allowed_brain_endpoints),
         timeout_s=config.brain_timeout,
         policy=RetryPolicy(),
     )

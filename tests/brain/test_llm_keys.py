@@ -13,6 +13,7 @@ from forge.v1 import jobs_pb2
 from forged.brain.llm import BrainDefaults, BrainSelector, BrainUnavailable
 from forged.brain.llm.keys import KeyStore, KeyStoreError
 from forged.brain.llm.retry import RetryPolicy
+from forged.brain.llm.select import BrainChoiceError
 
 
 def test_a_stored_key_is_private_and_replaces_the_old_one_atomically(tmp_path: Path) -> None:
@@ -64,6 +65,25 @@ def test_selection_honours_the_choice_then_the_daemon_default(tmp_path: Path) ->
     keys.set("ana", "gemini", "AIza-ana")
     chosen = selector.brain_for(jobs_pb2.BrainChoice(kind="gemini", model="gemini-2.5-pro"), "ana")
     assert chosen is not None and (chosen.name, chosen.model) == ("gemini", "gemini-2.5-pro")
+
+
+def test_a_chosen_endpoint_must_be_forgeds_own_or_allowed(tmp_path: Path) -> None:
+    def local(endpoint: str) -> jobs_pb2.BrainChoice:
+        return jobs_pb2.BrainChoice(kind="local", model="m", endpoint=endpoint)
+
+    keys = KeyStore(tmp_path, environ={})
+    plain = BrainSelector(keys, BrainDefaults())
+    ollama = plain.brain_for(local("http://127.0.0.1:11434/v1/"), "ana")  # forged's default: Ollama's
+    assert ollama is not None and ollama.address == "http://127.0.0.1:11434/v1"
+    with pytest.raises(BrainChoiceError, match="forged --allow-brain-endpoint URL"):
+        plain.brain_for(local("http://169.254.169.254/latest"), "ana")
+
+    listed = BrainSelector(keys, BrainDefaults(allowed_endpoints=frozenset({"http://gpu-box:8000/v1"})))
+    assert listed.brain_for(local("http://gpu-box:8000/v1"), "ana") is not None
+    with pytest.raises(BrainChoiceError):
+        listed.brain_for(local("http://gpu-box:8001/v1"), "ana")
+    anything = BrainSelector(keys, BrainDefaults(allowed_endpoints=frozenset({"*"})))
+    assert anything.brain_for(local("http://127.0.0.1:9/v1"), "ana") is not None
 
 
 def test_check_makes_one_real_request_and_reports_in_one_line(tmp_path: Path) -> None:

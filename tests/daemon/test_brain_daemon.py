@@ -14,6 +14,8 @@ import grpc
 import pytest
 from fakes import gemini as G
 from fakes.gemini import GeminiFake
+from fakes.openai_compat import OpenAICompatFake
+from fakes.openai_compat import text as local_text
 from forge.v1 import brain_pb2, jobs_pb2
 from harness import TERMINAL, Forged, forge_env, running_forged
 
@@ -25,6 +27,24 @@ CHAT = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "
 def gemini() -> Iterator[GeminiFake]:
     with GeminiFake() as fake:
         yield fake
+
+
+def test_a_user_can_only_point_the_brain_at_endpoints_the_admin_allows(tmp_path: Path) -> None:
+    """On a shared box a BrainChoice's endpoint would otherwise make forged send requests anywhere."""
+    with OpenAICompatFake() as allowed, OpenAICompatFake() as other:
+        env = forge_env(FORGE_ALLOW_BRAIN_ENDPOINTS=allowed.base_url)
+        with running_forged(tmp_path / "state", env=env) as forged:
+            allowed.answer(local_text('{"ok": true}'))
+            choice = jobs_pb2.BrainChoice(kind="local", model="qwen2.5:7b", endpoint=allowed.base_url + "/")
+            check = forged.brain.CheckBrain(brain_pb2.CheckBrainRequest(brain=choice), timeout=30)
+            assert (check.ok, check.brain) == (True, "local") and len(allowed.received) == 1
+
+            choice = jobs_pb2.BrainChoice(kind="local", model="qwen2.5:7b", endpoint=other.base_url)
+            with pytest.raises(grpc.RpcError) as err:
+                forged.brain.CheckBrain(brain_pb2.CheckBrainRequest(brain=choice), timeout=30)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "--allow-brain-endpoint" in (err.value.details() or "")
+            assert other.received == []
 
 
 def failing_job(forged: Forged, data: Path, brain: jobs_pb2.BrainChoice | None = None) -> jobs_pb2.Job:

@@ -47,6 +47,16 @@ class BrainDefaults:
     gemini_url: str = ""  # tests and proxies; empty: Google's endpoint
     timeout_s: float = 60.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    # Base URLs a caller's BrainChoice may name besides `endpoint` ("*": any). Without this list any user of
+    # a shared box could make forged send requests to an address of their choosing (SSRF).
+    allowed_endpoints: frozenset[str] = frozenset()
+
+    def endpoint_allowed(self, endpoint: str) -> bool:
+        from forged.brain.llm.openai_compat import DEFAULT_ENDPOINT
+
+        url = endpoint.strip().rstrip("/")
+        allowed = {e.strip().rstrip("/") for e in self.allowed_endpoints}
+        return "*" in allowed or url in allowed | {(self.endpoint or DEFAULT_ENDPOINT).rstrip("/")}
 
 
 class _Ping(BaseModel):
@@ -94,9 +104,13 @@ class BrainSelector:
             )
         from forged.brain.llm.openai_compat import LocalBrain
 
-        endpoint = (choice.endpoint if choice is not None else "") or (
-            self.defaults.endpoint if same_as_default else ""
-        )
+        chosen = (choice.endpoint if choice is not None else "").strip()
+        if chosen and not self.defaults.endpoint_allowed(chosen):
+            raise BrainChoiceError(
+                f"forged does not send brain requests to {chosen}: use its own endpoint, or ask its admin to "
+                "add yours with `forged --allow-brain-endpoint URL`"
+            )
+        endpoint = chosen or (self.defaults.endpoint if same_as_default else "")
         return LocalBrain(
             endpoint=endpoint.strip(),
             model=model.strip(),
