@@ -146,26 +146,40 @@ class RecordStream:
     def _jsonl(self) -> Iterator[dict[str, Any]]:
         # Lines end at \n only: JSON allows U+2028 and a lone \r inside a record's strings and spacing.
         with self.path.open(encoding="utf-8-sig", newline="\n") as f:
-            for lineno, raw in enumerate(f, start=1):
-                line = raw.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    rest = f.read()
-                    # A file that stops mid-record lost its end in transit: the rest of it is still good.
-                    if not rest.strip() and not (raw + rest).endswith("\n"):
-                        self.truncated_line = lineno
-                        return
-                    raise DataError(_bad_jsonl_line(self.name, lineno, exc)) from None
-                except (ValueError, RecursionError) as exc:
-                    raise DataError(_bad_jsonl_line(self.name, lineno, exc)) from None
-                if not isinstance(rec, dict):
-                    raise DataError(_not_an_object(self.name, f"line {lineno}", rec))
-                yield rec
+            reader = _JsonlReader(f, self.name)
+            yield from reader
+            self.truncated_line = reader.truncated_line
         if not self.count:
             require_records([], self.name)
+
+
+class _JsonlReader:
+    """The records of a JSONL stream, one at a time. A last record that stops mid-way (the file lost its end
+    in transit; the rest of it is still good) ends the records and sets `truncated_line`; a bad line anywhere
+    else, or one the file ends cleanly after, is the user's to fix."""
+
+    def __init__(self, f: TextIO, name: str) -> None:
+        self.f, self.name = f, name
+        self.truncated_line = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for lineno, raw in enumerate(self.f, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                rest = self.f.read()
+                if not rest.strip() and not (raw + rest).endswith("\n"):
+                    self.truncated_line = lineno
+                    return
+                raise DataError(_bad_jsonl_line(self.name, lineno, exc)) from None
+            except (ValueError, RecursionError) as exc:
+                raise DataError(_bad_jsonl_line(self.name, lineno, exc)) from None
+            if not isinstance(rec, dict):
+                raise DataError(_not_an_object(self.name, f"line {lineno}", rec))
+            yield rec
 
 
 def _no_columns(name: str) -> str:
@@ -423,28 +437,9 @@ def _short(exc: BaseException) -> str:
 
 def _parse_jsonl(text: str, name: str) -> tuple[list[dict[str, Any]], int]:
     """The records, and the line number of a last record that was cut off (0 if none)."""
-    records: list[dict[str, Any]] = []
-    # Split on \n only: str.splitlines() would also split on U+2028, which JSON allows inside strings.
-    lines = text.split("\n")
-    last = max((i for i, raw in enumerate(lines, start=1) if raw.strip()), default=0)
-    for lineno, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            # A file that stops mid-record lost its end in transit: the rest of it is still good. A bad
-            # line anywhere else, or one the file ends cleanly after, is the user's to fix.
-            if lineno == last and not text.endswith("\n"):
-                return records, lineno
-            raise DataError(_bad_jsonl_line(name, lineno, exc)) from None
-        except (ValueError, RecursionError) as exc:
-            raise DataError(_bad_jsonl_line(name, lineno, exc)) from None
-        if not isinstance(rec, dict):
-            raise DataError(_not_an_object(name, f"line {lineno}", rec))
-        records.append(rec)
-    return records, 0
+    # newline="\n": split on \n only, as a file opened that way is; U+2028 may sit inside JSON strings.
+    reader = _JsonlReader(io.StringIO(text, newline="\n"), name)
+    return list(reader), reader.truncated_line
 
 
 def require_records(records: list[Any], name: str) -> list[dict[str, Any]]:
