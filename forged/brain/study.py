@@ -9,7 +9,6 @@ them.
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,6 +31,7 @@ from forge.study_report import (
 from forged.brain import ingest, pii, planner, tokens
 from forged.brain.ingest import DataError, Dropped
 from forged.brain.languages import NAMES, language_mix
+from forged.brain.sampling import seeded_sample
 from forged.brain.scripts.rows import example_text
 from forged.brain.study_columns import (
     ColumnFacts,
@@ -125,7 +125,7 @@ def study(path: Path, name: str, goal: str = "", model: str = "", seed: int = 0)
             )
     kind: DataKind = "text" if layout == ingest.TEXT_LAYOUT else "chat" if layout or turn_key else "table"
 
-    sample_idx = _sample_indices(n, COLUMN_SAMPLE, seed)
+    sample_idx = seeded_sample(n, COLUMN_SAMPLE, seed)
     sample = [records[i] for i in sample_idx]
     roles_by_layout = layout_roles(layout, spellings)
     column_facts: list[tuple[ColumnFacts, str, str]] = []
@@ -188,7 +188,7 @@ def study(path: Path, name: str, goal: str = "", model: str = "", seed: int = 0)
             )
         )
 
-    scan_idx = _sample_indices(n, SCAN_ROWS, seed)
+    scan_idx = seeded_sample(n, SCAN_ROWS, seed)
     pii_rows, text_findings = _scan_text(records, scan_idx)
     findings += text_findings
     if pii_rows:
@@ -205,7 +205,7 @@ def study(path: Path, name: str, goal: str = "", model: str = "", seed: int = 0)
         )
 
     lengths = tokens.measure(texts, _planned_model(goal, model, texts), seed)
-    languages = language_mix(texts[i] for i in _sample_indices(len(texts), LANGUAGE_SAMPLE, seed))
+    languages = language_mix(texts[i] for i in seeded_sample(len(texts), LANGUAGE_SAMPLE, seed))
     usable = sum(1 for r in results if not isinstance(r, Dropped))
     roles = [(f, role) for f, role, _ in column_facts]
     target = assess(goal, kind, layout, roles, n, sample) if goal.strip() else None
@@ -293,10 +293,6 @@ def _spellings(names: Sequence[str]) -> dict[str, list[str]]:
     for col in names:
         out[col.strip().lower()].append(col)
     return out
-
-
-def _sample_indices(n: int, k: int, seed: int) -> list[int]:
-    return list(range(n)) if n <= k else sorted(random.Random(seed).sample(range(n), k))
 
 
 def _strings(value: Any, depth: int = 0) -> Iterator[str]:

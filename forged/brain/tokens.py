@@ -8,7 +8,6 @@ tokenizer. With none of those, lengths are estimated from characters and the res
 
 from __future__ import annotations
 
-import heapq
 import importlib.util
 import lzma
 import math
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from forge.catalog import find_model, load_catalog, tiny_family
+
+from forged.brain.sampling import seeded_sample
 
 CHARS_PER_TOKEN = 4  # the planner's estimate for English text; what is used with no tokenizer at hand
 # Tokenizing every row of a million-row file would take minutes; percentiles of a seeded sample do not
@@ -157,12 +158,7 @@ def _sample(texts: Sequence[str], seed: int) -> list[str]:
 def sample_indices(char_lengths: Sequence[int], seed: int = 0) -> list[int]:
     """Which of the examples (given their lengths in characters) `measure` counts: a seeded sample plus
     the longest, in order; all of them when there are few. For callers that hold the texts elsewhere."""
-    n = len(char_lengths)
-    if n <= SAMPLE_ROWS + LONGEST_ROWS:
-        return list(range(n))
-    picked = set(random.Random(seed).sample(range(n), SAMPLE_ROWS))
-    picked.update(heapq.nlargest(LONGEST_ROWS, range(n), key=char_lengths.__getitem__))
-    return sorted(picked)
+    return seeded_sample(len(char_lengths), SAMPLE_ROWS, seed, char_lengths, LONGEST_ROWS)
 
 
 def chars_per_token(texts: Sequence[str], model: str, seed: int = 0) -> float | None:
