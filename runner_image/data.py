@@ -23,6 +23,7 @@ import torch
 from jinja2 import TemplateError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from runner_image.chat_turns import end_of_turn_token
 from runner_image.errors import RunnerError
 
 IGNORE_INDEX = -100
@@ -117,28 +118,10 @@ def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
     for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
         if token in vocab:
             ids.add(vocab[token])
-    marker = _template_end_marker(tokenizer)
+    marker = end_of_turn_token(tokenizer)
     if marker is not None:
-        ids.add(marker)
+        ids.add(marker[0])
     return ids
-
-
-_PROBE = [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]
-
-
-def _template_end_marker(tokenizer: PreTrainedTokenizerBase) -> int | None:
-    """The special token the chat template puts right after an assistant reply, if any."""
-    if not tokenizer.chat_template:
-        return None
-    try:
-        text = tokenizer.apply_chat_template(_PROBE, tokenize=False)
-    except TemplateError:
-        return None
-    assert isinstance(text, str)
-    end = text.rfind("pong")
-    tail = text[end + len("pong") :].lstrip() if end >= 0 else ""
-    ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
-    return ids[0] if ids and ids[0] in tokenizer.added_tokens_decoder else None
 
 
 def _sync_model_pad(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | None) -> None:

@@ -1,28 +1,9 @@
-"""Which token ends an assistant turn, read from the model's own chat template.
-
-The converter writes it as GGUF's end-of-turn token and the parity gate checks that llama.cpp stops on it:
-it is the token a fine-tuned model learned to emit, whatever the tokenizer calls its "eos".
-"""
+"""The chat template's scaffolding tokens. (The token that ends an assistant turn is decided in one place,
+runner_image.chat_turns, which training uses too.)"""
 
 from __future__ import annotations
 
 from typing import Any
-
-_MARKER = "Forge-end-of-turn-probe"
-
-
-def end_of_turn_token(tokenizer: Any) -> tuple[int, str] | None:
-    """(id, text) of the first special token the template writes after an assistant message, if any."""
-    if not getattr(tokenizer, "chat_template", None):
-        return None
-    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _MARKER}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    tail = text[text.rindex(_MARKER) + len(_MARKER) :].lstrip(" ")
-    specials = {t.content: i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
-    for content in sorted(specials, key=len, reverse=True):
-        if content and tail.startswith(content):
-            return specials[content], content
-    return None
 
 
 def template_markers(tokenizer: Any) -> list[str]:

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from forged.export.chat_turns import end_of_turn_token
 from forged.export.errors import ExportError
+from runner_image.chat_turns import end_of_turn_token
 
 # llama.cpp picks its pre-tokenizer regex by name; the name follows from the HF pre-tokenizer's regex.
 _SPLIT_REGEX_PRE: dict[str, str] = {

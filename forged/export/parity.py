@@ -114,8 +114,9 @@ def verify(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from forged.export.chat_turns import end_of_turn_token, template_markers
+    from forged.export.chat_turns import template_markers
     from forged.export.llamacpp import LlamaCpp
+    from runner_image.chat_turns import end_of_turn_token
     from runner_image.hf_tokenizer import load_pretrained_tokenizer
 
     out_type = out_type.lower()
