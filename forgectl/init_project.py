@@ -3,6 +3,7 @@ with forged, and its brain chosen, keyed and checked."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,12 @@ def refuse_existing(root: Path) -> None:
 
 
 def create(client: Client, root: Path, brain: BrainSettings, key: str | None) -> Created:
-    made = client.projects.Create(projects_pb2.CreateProjectRequest(name=root.resolve().name), timeout=30)
+    """The daemon is asked to register the project only once the directory is written, and a failed
+    registration takes back what was written: a failure at any step leaves neither an orphaned project in
+    forged nor a half-made directory that the next `init` would refuse."""
     stored = brain_access.store_key(client, brain.kind, key) if key else None
     checked = brain_access.check(client, brain)
+    made_root, made_data = not root.exists(), not (root / DATA_DIR).exists()
     with writing(root):
         (root / DATA_DIR).mkdir(parents=True, exist_ok=True)
     config = ForgeConfig(brain=brain)
@@ -54,7 +58,20 @@ def create(client: Client, root: Path, brain: BrainSettings, key: str | None) ->
         "brain.kind": BRAIN_REASON[brain.kind],
         "training.export": "`forgectl plan` fills in the model and the rest, each with its reason",
     }
-    atomic_write(root / CONFIG_FILE, render_config(config, reasons))
+    try:
+        atomic_write(root / CONFIG_FILE, render_config(config, reasons))
+        made = client.projects.Create(projects_pb2.CreateProjectRequest(name=root.resolve().name), timeout=30)
+    except BaseException:
+        _take_back(root, made_root, made_data)
+        raise
     info = ProjectInfo(id=made.id, name=made.name)
     write_project(root, info)  # last: its presence is what makes the directory a project
     return Created(root, info, stored, checked)
+
+
+def _take_back(root: Path, made_root: bool, made_data: bool) -> None:
+    (root / CONFIG_FILE).unlink(missing_ok=True)
+    for folder, made in ((root / DATA_DIR, made_data), (root, made_root)):
+        if made:
+            with contextlib.suppress(OSError):  # not empty: the user put something there meanwhile
+                folder.rmdir()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,25 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
 
 def sha256(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_failed_init_leaves_no_project_behind_and_can_be_run_again(forged: Forged, tmp_path: Path) -> None:
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / "data").write_text("a file where init wants its data folder")
+    failed = forgectl(tmp_path, forged, "init", "blocked")
+    assert failed.returncode != 0 and "cannot write" in one_error_line(failed)
+    assert sorted(p.name for p in (tmp_path / "blocked").iterdir()) == ["data"]
+
+    long_name = "x" * 250  # more than forged takes for a project name: registration fails after the writes
+    refused = forgectl(tmp_path, forged, "init", long_name)
+    assert refused.returncode != 0 and "at most" in one_error_line(refused)
+    assert not (tmp_path / long_name).exists()
+
+    (tmp_path / "blocked" / "data").unlink()
+    made = forgectl(tmp_path, forged, "init", "blocked", "--json")
+    assert made.returncode == 0, made.stderr
+    with sqlite3.connect(forged.state_dir / "forge.db") as db:
+        assert db.execute("SELECT name FROM projects").fetchall() == [("blocked",)]
 
 
 def test_init_prepare_plan_train_inference_and_status(forged: Forged, tmp_path: Path) -> None:
