@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from forged.executors.base import ExecutorError, RunHandle, RunRequest
+from forged.executors.base import QLORA_CHECK, ExecutorError, RunHandle, RunRequest, qlora_check_answer
 from forged.executors.images import (
     CPU_ARCH,
     GPU_ARCHES,
@@ -42,7 +42,7 @@ from forged.executors.images import (
     image_tag,
     parse_capability,
 )
-from forged.executors.local import LocalExecutor
+from forged.executors.local import QLORA_CHECK_SECONDS, LocalExecutor
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -287,6 +287,8 @@ class DockerExecutor:
         self.pids_limit = pids_limit
         self.local = local or LocalExecutor()
         self.user = f"{os.getuid()}:{os.getgid()}"
+        # Per image and GPU set, for forged's lifetime: a rebuilt image under the same tag needs a restart.
+        self._qlora: dict[tuple[str, tuple[str, ...]], str] = {}
 
     @classmethod
     def connect(cls, **kwargs: Any) -> DockerExecutor:
@@ -408,24 +410,8 @@ class DockerExecutor:
         choice, gpu_ids = self._choose(arch)
         try:
             image = self._image(choice)
-            container = self.client.containers.create(
-                image,
-                entrypoint=["python", "-m", RUNNER_MODULE],
-                command=["smoke"],
-                labels={LABEL_MANAGED: MANAGER, LABEL_HOST: self.host, LABEL_ENTRY: "runner_image smoke"},
-                environment={**runner_environment({}), "FORGE_IMAGE_ARCH": choice.arch},
-                **locked_down(gpu_ids, self.memory_bytes, self.pids_limit, self.user),
-            )
-            try:
-                container.start()
-                container.wait(timeout=600)
-                container.reload()
-                code = exit_status(container.attrs.get("State", {}))
-                out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
-                err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace").strip()
-            finally:
-                with contextlib.suppress(docker.errors.APIError):
-                    container.remove(force=True)
+            environment = {**runner_environment({}), "FORGE_IMAGE_ARCH": choice.arch}
+            code, out, err = self._run_once(image, gpu_ids, ("smoke",), environment, timeout=600)
         except (docker.errors.DockerException, requests.RequestException) as exc:
             hint = (
                 "; install the NVIDIA Container Toolkit" if gpu_ids and "nvidia" in str(exc).lower() else ""
@@ -441,6 +427,68 @@ class DockerExecutor:
         ok = code == 0 and bool(report.get("ok"))
         reason = "" if ok else str(report.get("reason") or _last_line(err) or f"the smoke test exited {code}")
         return ImageProbe(image, choice, ok, reason, report_json)
+
+    def _run_once(
+        self,
+        image: str,
+        gpu_ids: list[str],
+        command: tuple[str, ...],
+        environment: dict[str, str],
+        timeout: float,
+    ) -> tuple[int, str, str]:
+        """One short-lived runner container under a job's lock-down: its exit status, stdout and stderr.
+        Docker's errors are the caller's to word."""
+        import docker
+
+        container = self.client.containers.create(
+            image,
+            entrypoint=["python", "-m", RUNNER_MODULE],
+            command=list(command),
+            labels={
+                LABEL_MANAGED: MANAGER,
+                LABEL_HOST: self.host,
+                LABEL_ENTRY: " ".join((RUNNER_MODULE, *command)),
+            },
+            environment=environment,
+            **locked_down(gpu_ids, self.memory_bytes, self.pids_limit, self.user),
+        )
+        try:
+            container.start()
+            container.wait(timeout=timeout)
+            container.reload()
+            code = exit_status(container.attrs.get("State", {}))
+            out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
+            err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace").strip()
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+        return code, out, err
+
+    def qlora_missing(self, gpu_indices: tuple[int, ...]) -> str:
+        """Asks a container of the image a job on these GPUs gets, with those GPUs: the image decides (a
+        cpu image, or one built without bitsandbytes, cannot), not the host."""
+        import docker
+        import requests
+
+        try:
+            choice, gpu_ids = self.image_for(gpu_indices)
+            image = self._image(choice)
+        except ExecutorError as exc:
+            return str(exc)
+        key = (image, tuple(gpu_ids))
+        if key in self._qlora:
+            return self._qlora[key]
+        where = f"the runner image {image}"
+        try:
+            code, out, err = self._run_once(
+                image, gpu_ids, QLORA_CHECK[1:], runner_environment({}), timeout=QLORA_CHECK_SECONDS
+            )
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            return f"the runner's 4-bit check failed where the runner runs ({where}): {_first_line(exc)}"
+        answer = qlora_check_answer(code, out, err, where)
+        if code == 0:
+            self._qlora[key] = answer
+        return answer
 
     def _choose(self, arch: str) -> tuple[ImageChoice, list[str]]:
         """An architecture asked for by name ("" or "auto": the one for this machine's GPUs), and the ids
