@@ -695,6 +695,7 @@ def jobs(state: State, all_users: bool, states: tuple[str, ...], limit: int) -> 
         con.print("no jobs" + (f" in state {', '.join(states)}" if states else "") + ".")
         return
     con.print(output.jobs_table(found))
+    output.print_lines(con, output.wait_lines(found))
     output.print_lines(con, output.diagnosis_lines(found))
 
 
@@ -752,6 +753,7 @@ def status(state: State) -> None:
     elif recent:
         con.print()
         con.print(output.jobs_table(recent))
+        output.print_lines(con, output.wait_lines(recent))
         output.print_lines(con, output.diagnosis_lines(recent))
 
 

@@ -388,6 +388,15 @@ def diagnosis_lines(jobs: Iterable[jobs_pb2.Job]) -> list[Text]:
     ]
 
 
+def wait_lines(jobs: Iterable[jobs_pb2.Job]) -> list[Text]:
+    """Under a jobs table: why each queued job has not started (its position is in the QUEUE column)."""
+    return [
+        Text(f"{job.id}  waiting: {job.wait_reason}", style="dim")
+        for job in jobs
+        if job.state == jobs_pb2.JOB_STATE_QUEUED and job.wait_reason
+    ]
+
+
 def job_summary_lines(job: jobs_pb2.Job) -> list[Text]:
     """The end-of-job report: outcome, how the loss moved, where the outputs are, what to run next."""
     state = state_name(job.state)

@@ -3,7 +3,8 @@
 Also `python -m runner_image merge --spec MERGE.json`, which folds a job's adapter into its base model (the
 first step of an export); `python -m runner_image build-tiny --out DIR [--family FAMILY]`, which writes a
 built-in tiny model as an ordinary Hugging Face directory (for export and tests); and `python -m runner_image
-smoke`, which reports as JSON whether this image can train on this machine (docs/runner-images.md).
+smoke`, which reports as JSON whether this image can train on this machine (docs/runner-images.md); and
+`python -m runner_image qlora-check`, which says whether 4-bit training can run here (qlora_support.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         "--family", choices=FAMILIES, default="smollm", help="which tiny-<family> (default: tiny)"
     )
     sub.add_parser("smoke", help="check that this image can train on this machine; prints a JSON report")
+    sub.add_parser("qlora-check", help='whether 4-bit training can run here: {"qlora": "<what is missing>"}')
     return parser
 
 
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args.spec)
         if args.command == "smoke":
             return _smoke()
+        if args.command == "qlora-check":
+            from runner_image.qlora_support import main as qlora_check
+
+            return qlora_check()
         if args.command == "merge":
             return _merge(args.spec)
         return _build_tiny(args.out, args.family)

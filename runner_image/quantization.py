@@ -8,24 +8,24 @@ merged model is not rounded to 4 bits.
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 
 import torch
 from peft import prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel
 
+from runner_image import qlora_support
 from runner_image.errors import RunnerError
 
 
 def require_support(device: torch.device) -> None:
     """Fail at once, before any model is loaded, where 4-bit training cannot run."""
-    if device.type != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
-        missing = "no NVIDIA GPU" if device.type != "cuda" else "bitsandbytes is not installed"
+    missing = qlora_support.missing(lambda: device.type == "cuda")
+    if missing:
         raise RunnerError(
             "qlora_unavailable",
             "QLoRA needs an NVIDIA GPU and bitsandbytes: use method lora",
-            hint=f"this machine has {missing}; method lora trains the same adapter on full-precision weights",
+            hint=f"here {missing}; method lora trains the same adapter on full-precision weights",
         )
 
 

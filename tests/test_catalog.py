@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from forge.catalog import CATALOG_FILE, GIB, CatalogError, load_catalog, tiny_family
+from forge.catalog import CATALOG_FILE, GIB, CatalogError, estimate_vram, load_catalog, tiny_family
 
 # The issue's seed list: every family and size, by canonical name.
 SEED_MODELS = {
@@ -110,6 +110,27 @@ def test_vram_llama_3_2_1b_lora_matches_the_hand_computation() -> None:
     assert est.activations == 2048 * (16 * 2 * 54_272 + 10 * 128_256) == 6_183_452_672
     assert est.total == 10_524_286_566
     assert round(est.total_gib, 2) == 9.80
+
+
+def test_vram_with_gradient_checkpointing_keeps_each_layers_input_and_one_layer() -> None:
+    """Example 1 again, checkpointed: 16 layer inputs of 2 x 2048 bytes plus one layer's 108,544."""
+    catalog = load_catalog()
+    model = catalog.find_model("llama-3.2-1b")
+    assert model is not None
+    full = catalog.estimate_vram(model, "lora")
+    est = estimate_vram(
+        model.shape,
+        catalog.families[model.family].lora_targets,
+        "lora",
+        rank=16,
+        seq_len=512,
+        micro_batch=4,
+        assumptions=catalog.vram,
+        params=model.params,
+        gradient_checkpointing=True,
+    )
+    assert est.activations == 2048 * (16 * 2 * 2048 + 108_544 + 10 * 128_256) == 2_983_198_720
+    assert (est.weights, est.adapter) == (full.weights, full.adapter)
 
 
 def test_vram_mistral_7b_qlora_matches_the_hand_computation() -> None:

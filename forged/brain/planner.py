@@ -315,9 +315,10 @@ _DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pro
 
 def estimate_memory(spec: Mapping[str, Any]) -> int:
     """Peak GPU memory in bytes of a run with these TrainSpec settings: the catalog's VRAM formula
-    (forge/catalog.py) at the run's own method, rank, max_seq_len and micro-batch. 0 when the model's shape
-    is unknown (a hub model outside the catalog, or a built-in pipeline check, whose size depends on its
-    tokenizer): the scheduler then gives the job a GPU of its own."""
+    (forge/catalog.py) at the run's own method, rank, max_seq_len, micro-batch and gradient checkpointing
+    (self-healing changes the last two and the method; a healed job's reservation is this again). 0 when
+    the model's shape is unknown (a hub model outside the catalog, or a built-in pipeline check, whose size
+    depends on its tokenizer): the scheduler then gives the job a GPU of its own."""
     model = str(spec.get("model") or TINY_MODEL)
     if tiny_family(model) is not None:
         return 0
@@ -343,6 +344,7 @@ def estimate_memory(spec: Mapping[str, Any]) -> int:
         micro_batch=int(spec.get("micro_batch_size") or catalog.vram.micro_batch),
         assumptions=catalog.vram,
         params=params,
+        gradient_checkpointing=bool(spec.get("gradient_checkpointing")),
     ).total
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,3 +59,25 @@ class Executor(Protocol):
     name: str
 
     def start(self, request: RunRequest) -> RunHandle: ...
+
+    def qlora_missing(self, gpu_indices: tuple[int, ...]) -> str:
+        """What 4-bit training lacks where a job on these GPUs runs, in words for the job's owner; empty
+        when nothing. Asked by self-healing before it tries 4-bit weights (docs/runner-protocol.md)."""
+        ...
+
+
+QLORA_CHECK = ("runner_image", "qlora-check")
+
+
+def qlora_check_answer(code: int, stdout: str, stderr: str, where: str) -> str:
+    """`runner_image qlora-check`'s output as Executor.qlora_missing's answer. A check that fails says so:
+    4-bit weights are then not tried, which costs the job one rung, never the job."""
+    lines = stdout.strip().splitlines()
+    try:
+        missing = json.loads(lines[-1])["qlora"] if code == 0 and lines else None
+    except (ValueError, KeyError, TypeError):
+        missing = None
+    if not isinstance(missing, str):
+        said = (stderr.strip().splitlines() or [f"exit status {code}"])[-1]
+        return f"the runner's 4-bit check failed where the runner runs ({where}): {said}"
+    return f"{missing} where the runner runs ({where})" if missing else ""

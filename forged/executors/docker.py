@@ -4,7 +4,9 @@ The container sees nothing of the host but the job's workspace (read-write) and 
 outside it (the model, a source job's adapter; read-only), each at the same path as on the host so the spec
 needs no rewriting. It has no network (forged fetches models before a job starts), a read-only root with a
 private /tmp, memory and process limits, no capabilities, no privilege escalation, and only the GPUs the
-scheduler placed the job on. It runs as forged's own uid, the owner of the workspace.
+scheduler placed the job on. It never runs as root: it runs as forged's own uid, the owner of the
+workspace, or, when forged itself is root, as the image's unprivileged `forge` user (RUNNER_UID), to which
+forged hands the job's workspace before each start (`hand_over`).
 
 Containers carry the job id in a label and outlive forged: the runner cannot see a daemon outside its pid
 namespace, so it keeps training when forged dies. The next forged requeues the job as usual, and when the
@@ -23,6 +25,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from forged.executors.base import ExecutorError, RunHandle, RunRequest
+from forged.executors.base import QLORA_CHECK, ExecutorError, RunHandle, RunRequest, qlora_check_answer
 from forged.executors.images import (
     CPU_ARCH,
     GPU_ARCHES,
@@ -42,7 +45,7 @@ from forged.executors.images import (
     image_tag,
     parse_capability,
 )
-from forged.executors.local import LocalExecutor
+from forged.executors.local import QLORA_CHECK_SECONDS, LocalExecutor
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -68,6 +71,8 @@ CURSOR_FILE = ".docker-log-lines"
 # way). Everything else of the daemon's environment, secrets above all, stays out.
 PASSED_ENV_PREFIX = "FORGE_"
 WITHHELD_ENV = frozenset({"FORGE_TOKEN", "FORGE_DAEMON", "FORGE_PARENT_PID", "FORGE_FAKE_GPUS"})
+# The image's unprivileged user (runner_image/docker/Dockerfile creates `forge` with this uid and group).
+RUNNER_UID = 10001
 DEFAULT_PIDS_LIMIT = 4096  # threads count: torch's intra-op pool and tokenizers' workers, with room
 
 
@@ -113,6 +118,25 @@ def spec_mounts(spec_path: Path, workspace: Path) -> list[Path]:
     walk(spec)
     # A folder already mounted covers what lies inside it.
     return sorted(p for p in found if not any(p != q and p.is_relative_to(q) for q in found))
+
+
+def container_ids(uid: int, gid: int) -> tuple[int, int]:
+    """Who a job's container runs as: forged's own uid and gid, unless that is root."""
+    return (RUNNER_UID, RUNNER_UID) if uid == 0 else (uid, gid)
+
+
+def hand_over(workspace: Path, uid: int, gid: int) -> None:
+    """Make the job's workspace the container user's, so the runner can write its checkpoints and outputs
+    there (forged, as root, keeps full access). A file with more than one link is the blob store's (the job's
+    data is hard-linked from it, and other jobs may share it): it is made readable, never given away."""
+    for path in (workspace, *workspace.rglob("*")):
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            os.chmod(path, stat.S_IMODE(st.st_mode) | 0o444)
+        elif (st.st_uid, st.st_gid) != (uid, gid):
+            os.chown(path, uid, gid)
 
 
 def locked_down(gpu_ids: list[str], memory_bytes: int, pids_limit: int, user: str) -> dict[str, Any]:
@@ -286,7 +310,10 @@ class DockerExecutor:
         self.memory_bytes = memory_bytes or default_memory_bytes()
         self.pids_limit = pids_limit
         self.local = local or LocalExecutor()
-        self.user = f"{os.getuid()}:{os.getgid()}"
+        self.uid, self.gid = container_ids(os.getuid(), os.getgid())
+        self.user = f"{self.uid}:{self.gid}"
+        # Per image and GPU set, for forged's lifetime: a rebuilt image under the same tag needs a restart.
+        self._qlora: dict[tuple[str, tuple[str, ...]], str] = {}
 
     @classmethod
     def connect(cls, **kwargs: Any) -> DockerExecutor:
@@ -369,6 +396,13 @@ class DockerExecutor:
             cursor.unlink()
         choice, gpu_ids = self.image_for(request.gpu_indices)
         image = self._image(choice)
+        if os.getuid() == 0:
+            try:
+                hand_over(request.workspace, self.uid, self.gid)
+            except OSError as exc:
+                raise ExecutorError(
+                    f"cannot give the job's workspace to the container's user {self.user}: {exc}"
+                ) from exc
         config = container_config(
             request,
             image,
@@ -408,24 +442,8 @@ class DockerExecutor:
         choice, gpu_ids = self._choose(arch)
         try:
             image = self._image(choice)
-            container = self.client.containers.create(
-                image,
-                entrypoint=["python", "-m", RUNNER_MODULE],
-                command=["smoke"],
-                labels={LABEL_MANAGED: MANAGER, LABEL_HOST: self.host, LABEL_ENTRY: "runner_image smoke"},
-                environment={**runner_environment({}), "FORGE_IMAGE_ARCH": choice.arch},
-                **locked_down(gpu_ids, self.memory_bytes, self.pids_limit, self.user),
-            )
-            try:
-                container.start()
-                container.wait(timeout=600)
-                container.reload()
-                code = exit_status(container.attrs.get("State", {}))
-                out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
-                err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace").strip()
-            finally:
-                with contextlib.suppress(docker.errors.APIError):
-                    container.remove(force=True)
+            environment = {**runner_environment({}), "FORGE_IMAGE_ARCH": choice.arch}
+            code, out, err = self._run_once(image, gpu_ids, ("smoke",), environment, timeout=600)
         except (docker.errors.DockerException, requests.RequestException) as exc:
             hint = (
                 "; install the NVIDIA Container Toolkit" if gpu_ids and "nvidia" in str(exc).lower() else ""
@@ -441,6 +459,68 @@ class DockerExecutor:
         ok = code == 0 and bool(report.get("ok"))
         reason = "" if ok else str(report.get("reason") or _last_line(err) or f"the smoke test exited {code}")
         return ImageProbe(image, choice, ok, reason, report_json)
+
+    def _run_once(
+        self,
+        image: str,
+        gpu_ids: list[str],
+        command: tuple[str, ...],
+        environment: dict[str, str],
+        timeout: float,
+    ) -> tuple[int, str, str]:
+        """One short-lived runner container under a job's lock-down: its exit status, stdout and stderr.
+        Docker's errors are the caller's to word."""
+        import docker
+
+        container = self.client.containers.create(
+            image,
+            entrypoint=["python", "-m", RUNNER_MODULE],
+            command=list(command),
+            labels={
+                LABEL_MANAGED: MANAGER,
+                LABEL_HOST: self.host,
+                LABEL_ENTRY: " ".join((RUNNER_MODULE, *command)),
+            },
+            environment=environment,
+            **locked_down(gpu_ids, self.memory_bytes, self.pids_limit, self.user),
+        )
+        try:
+            container.start()
+            container.wait(timeout=timeout)
+            container.reload()
+            code = exit_status(container.attrs.get("State", {}))
+            out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace").strip()
+            err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace").strip()
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+        return code, out, err
+
+    def qlora_missing(self, gpu_indices: tuple[int, ...]) -> str:
+        """Asks a container of the image a job on these GPUs gets, with those GPUs: the image decides (a
+        cpu image, or one built without bitsandbytes, cannot), not the host."""
+        import docker
+        import requests
+
+        try:
+            choice, gpu_ids = self.image_for(gpu_indices)
+            image = self._image(choice)
+        except ExecutorError as exc:
+            return str(exc)
+        key = (image, tuple(gpu_ids))
+        if key in self._qlora:
+            return self._qlora[key]
+        where = f"the runner image {image}"
+        try:
+            code, out, err = self._run_once(
+                image, gpu_ids, QLORA_CHECK[1:], runner_environment({}), timeout=QLORA_CHECK_SECONDS
+            )
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            return f"the runner's 4-bit check failed where the runner runs ({where}): {_first_line(exc)}"
+        answer = qlora_check_answer(code, out, err, where)
+        if code == 0:
+            self._qlora[key] = answer
+        return answer
 
     def _choose(self, arch: str) -> tuple[ImageChoice, list[str]]:
         """An architecture asked for by name ("" or "auto": the one for this machine's GPUs), and the ids

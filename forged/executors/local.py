@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import psutil
 
-from forged.executors.base import RunRequest
+from forged.executors.base import QLORA_CHECK, RunRequest, qlora_check_answer
 
+# Importing torch and initialising CUDA on a busy machine, with room to spare.
+QLORA_CHECK_SECONDS = 120
 # Secrets the daemon may hold in its environment that a training job has no business seeing.
 _SCRUBBED = ("FORGE_TOKEN", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "HF_TOKEN")
 
@@ -57,8 +59,10 @@ class LocalExecutor:
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
+        # Per GPU set, for forged's lifetime: installing bitsandbytes under a running forged needs a restart.
+        self._qlora: dict[tuple[int, ...], str] = {}
 
-    def start(self, request: RunRequest) -> LocalHandle:
+    def _environment(self, gpu_indices: tuple[int, ...] | None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
         env.update(
             PYTHONUNBUFFERED="1",
@@ -67,11 +71,14 @@ class LocalExecutor:
             # runner checkpoints and exits instead of training on as an orphan nobody supervises.
             FORGE_PARENT_PID=str(os.getpid()),
         )
-        env.update(gpu_environment(request.gpu_indices))
+        env.update(gpu_environment(gpu_indices))
+        return env
+
+    def start(self, request: RunRequest) -> LocalHandle:
         proc = subprocess.Popen(
             [self.python, "-m", *request.entry, "--spec", str(request.spec_path)],
             cwd=request.workspace,
-            env=env,
+            env=self._environment(request.gpu_indices),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -82,6 +89,27 @@ class LocalExecutor:
             start_new_session=True,
         )
         return LocalHandle(proc)
+
+    def qlora_missing(self, gpu_indices: tuple[int, ...]) -> str:
+        """Asks the runner's own interpreter, with the job's GPUs visible, what the runner itself would."""
+        if gpu_indices in self._qlora:
+            return self._qlora[gpu_indices]
+        where = f"the runner's Python, {self.python}"
+        try:
+            done = subprocess.run(
+                [self.python, "-m", *QLORA_CHECK],
+                env=self._environment(gpu_indices),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=QLORA_CHECK_SECONDS,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"the runner's 4-bit check failed where the runner runs ({where}): {exc}"
+        answer = qlora_check_answer(done.returncode, done.stdout, done.stderr, where)
+        if done.returncode == 0:
+            self._qlora[gpu_indices] = answer
+        return answer
 
 
 def gpu_environment(gpu_indices: tuple[int, ...] | None) -> dict[str, str]:

@@ -46,6 +46,20 @@ class Placed:
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """GPUs held for the first job in line that does not fit yet. Later jobs start on other GPUs, or on these
+    only in the memory that stays free beside this job's estimate: with no run-time estimates to tell which
+    jobs end in time, that is the one kind of backfill that never delays it."""
+
+    job_id: str
+    gpu_indices: tuple[int, ...]
+    memory_bytes: int
+
+    def hold(self) -> Placed:
+        return Placed(self.job_id, self.gpu_indices, self.memory_bytes)
+
+
+@dataclass(frozen=True)
 class Decision:
     gpu_indices: tuple[int, ...] = ()
     wait_reason: str = ""  # set when the job cannot be placed now
@@ -92,6 +106,25 @@ def place(need: Need, gpus: Sequence[GpuInfo], placed: Iterable[Placed], slots_p
         return Decision(wait_reason=_short(need, open_rooms, len(fits)))
     fits.sort(key=lambda r: (r.jobs > 0, r.free, r.gpu.index))
     return Decision(gpu_indices=tuple(sorted(r.gpu.index for r in fits[: need.gpus])))
+
+
+def reserve(need: Need, gpus: Sequence[GpuInfo], placed: Iterable[Placed]) -> tuple[int, ...]:
+    """The GPUs a job that cannot be placed now waits for: of those big enough for it once empty, the ones
+    nearest to having room (the least memory missing, then the fewest jobs to end), so it starts as soon
+    as possible. Empty when this machine could never hold it (submit refuses such a job)."""
+    big_enough = need.memory_bytes + HEADROOM_BYTES
+    rooms = [r for r in _rooms(gpus, placed) if r.gpu.memory_total_bytes >= big_enough]
+    if len(rooms) < need.gpus:
+        return ()
+    if need.memory_bytes:
+        rooms.sort(key=lambda r: (max(0, need.memory_bytes - r.free), r.jobs, r.gpu.index))
+    else:  # a whole GPU: every job on it has to end first
+        rooms.sort(key=lambda r: (r.jobs, -r.free, r.gpu.index))
+    return tuple(sorted(r.gpu.index for r in rooms[: need.gpus]))
+
+
+def gpu_list(indices: Sequence[int]) -> str:
+    return ("GPU " if len(indices) == 1 else "GPUs ") + ", ".join(map(str, indices))
 
 
 def _busy(total: int, wanted: int, open_now: int) -> str:

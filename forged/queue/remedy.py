@@ -7,6 +7,7 @@ recorded as the attempt's outcome and reason so the user sees what happened and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,13 @@ REMEDIED_OUTCOMES = frozenset({"oom", "diverged", "crashed"})
 MIN_LEARNING_RATE = 1e-7
 SEQ_CAP_PERCENTILE = 99
 NAN_CODES = frozenset({"nan_loss", "nan_loss_fp16"})  # the runner says which came under fp16
-NO_CUDA_FOR_4BIT = "4-bit base weights (QLoRA) were not tried: they need an NVIDIA GPU and this job has none"
+NOT_TRIED_4BIT = "4-bit base weights (QLoRA) were not tried"
+NO_GPU_FOR_4BIT = "they need an NVIDIA GPU and this job has none"
+
+
+def on_cpu() -> str:
+    """What 4-bit training lacks for a job without GPUs; an executor's qlora_missing answers for one with."""
+    return NO_GPU_FOR_4BIT
 
 
 @dataclass(frozen=True)
@@ -36,14 +43,19 @@ def _smaller_micro_batch(micro: int) -> int:
 
 
 def remedy_for(
-    error_code: str, error: str, train: dict[str, Any], previous: list[str], cuda: bool = False
+    error_code: str,
+    error: str,
+    train: dict[str, Any],
+    previous: list[str],
+    qlora_missing: Callable[[], str] = on_cpu,
 ) -> Remedy | None:
-    """`previous`: the outcomes of this job's earlier attempts that already ended in a remedy. `cuda`: the job
-    runs on an NVIDIA GPU (4-bit weights need one)."""
+    """`previous`: the outcomes of this job's earlier attempts that already ended in a remedy.
+    `qlora_missing`: what 4-bit training lacks where the job runs ("" when nothing); asked only when the
+    ladder reaches that rung, since finding out may start a container."""
     if len(previous) >= MAX_REMEDIES:
         return None
     if error_code == "oom":
-        return _less_memory(error, train, previous.count("oom"), cuda)
+        return _less_memory(error, train, previous.count("oom"), qlora_missing)
     if error_code in NAN_CODES:
         return _steadier(error, train, fp16=error_code == "nan_loss_fp16")
     if error_code == "crashed":  # killed by a signal, or died without a word: the same settings again
@@ -71,12 +83,14 @@ def _steadier(error: str, train: dict[str, Any], fp16: bool) -> Remedy | None:
     )
 
 
-def _less_memory(error: str, train: dict[str, Any], earlier_ooms: int, cuda: bool) -> Remedy | None:
+def _less_memory(
+    error: str, train: dict[str, Any], earlier_ooms: int, qlora_missing: Callable[[], str]
+) -> Remedy | None:
     """The ladder: a smaller micro-batch, gradient checkpointing, a sequence cap at the 99th percentile,
-    4-bit base weights (on a GPU), then smaller micro-batches down to 1."""
+    4-bit base weights (where they can run; else the rung is skipped and the next says why), then smaller
+    micro-batches down to 1."""
     micro = int(train.get("micro_batch_size") or 1)
     accum = int(train.get("grad_accum") or 1)
-    skipped = "" if cuda or train.get("method") == "qlora" else f" ({NO_CUDA_FOR_4BIT})"
     if micro > 1 and earlier_ooms == 0:
         return _halve(error, train, micro, accum, "")
     if not train.get("gradient_checkpointing"):
@@ -93,13 +107,17 @@ def _less_memory(error: str, train: dict[str, Any], earlier_ooms: int, cuda: boo
             f"{SEQ_CAP_PERCENTILE}th percentile of their token lengths (the runner logs how many it cut)",
             {**train, "seq_cap_percentile": SEQ_CAP_PERCENTILE},
         )
-    if cuda and train.get("method") != "qlora":
-        return Remedy(
-            "oom",
-            f"{error}; resuming from the last checkpoint on 4-bit base weights (QLoRA): about a quarter of "
-            "the weights' memory, the same LoRA adapter trained on top",
-            {**train, "method": "qlora"},
-        )
+    skipped = ""
+    if train.get("method") != "qlora":
+        missing = qlora_missing()
+        if not missing:
+            return Remedy(
+                "oom",
+                f"{error}; resuming from the last checkpoint on 4-bit base weights (QLoRA): about a quarter "
+                "of the weights' memory, the same LoRA adapter trained on top",
+                {**train, "method": "qlora"},
+            )
+        skipped = f" ({NOT_TRIED_4BIT}: {missing})"
     if micro > 1:
         return _halve(error, train, micro, accum, skipped)
     return None
@@ -116,15 +134,18 @@ def _halve(error: str, train: dict[str, Any], micro: int, accum: int, note: str)
     )
 
 
-def diagnosis(error_code: str, error: str, previous: list[str], cuda: bool = False) -> str:
-    """The final word when no remedy is left."""
+def diagnosis(
+    error_code: str, error: str, previous: list[str], qlora_missing: Callable[[], str] = on_cpu
+) -> str:
+    """The final word when no remedy is left. `qlora_missing`: as remedy_for's."""
     if len(previous) >= MAX_REMEDIES:
         return f"{error} (gave up after {len(previous)} automatic retries)"
     if error_code == "oom":
+        missing = qlora_missing()
         tried = "micro-batch 1 with gradient checkpointing and sequences capped at the 99th percentile"
-        if cuda:
+        if not missing:
             tried += " on 4-bit weights"
-        note = "" if cuda else f" ({NO_CUDA_FOR_4BIT})"
+        note = f" ({NOT_TRIED_4BIT}: {missing})" if missing else ""
         return f"{error}; even {tried} does not fit{note}: use a smaller model or a shorter max_seq_len"
     if error_code in NAN_CODES:
         return f"{error}; the learning rate is already at its floor: check the data for broken examples"

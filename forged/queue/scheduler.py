@@ -2,7 +2,12 @@
 
 On a machine with NVIDIA GPUs every training job is placed on GPUs whose free memory fits its estimate
 (forged/queue/placement.py), at most `slots_per_gpu` jobs to a GPU, so jobs on different GPUs run at once.
-A job that fits nowhere yet waits, and the jobs behind it that do fit start: GPUs do not idle behind it.
+A job that fits nowhere yet waits, and the jobs behind it that do fit start, but not on the GPUs reserved
+for the first such job in line: it waits on the GPUs nearest to having room for it, and later jobs take
+those only in memory that stays free beside it (placement.Reservation). Without that, small jobs would keep
+refilling a GPU as it frees up and a large job would wait forever. The reservation is made at once rather
+than after some wait: a bound would only let more small jobs in ahead of it, and jobs carry no run-time
+estimate by which "would not delay it" could be judged more finely.
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ from forged.executors.base import Executor
 from forged.executors.local import stop_stale_process
 from forged.hardware.nvml import GpuInfo, GpuMonitor
 from forged.queue.leases import LeaseKeeper
-from forged.queue.placement import Decision, Need, Placed, never_fits, place
+from forged.queue.placement import (
+    Decision,
+    Need,
+    Placed,
+    Reservation,
+    gpu_list,
+    never_fits,
+    place,
+    reserve,
+)
 from forged.queue.supervisor import Supervisor
 from forged.store import jobs as J
 from forged.store.blobs import BlobStore
@@ -73,6 +87,8 @@ class Scheduler:
             on_requeued=self.poke,
         )
         self._active: dict[str, Supervisor] = {}
+        # Made by each pass over the queue (the scheduler thread's), read by wait_reason.
+        self._reservation: Reservation | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -99,11 +115,38 @@ class Scheduler:
                 if s.gpu_indices and s.thread.is_alive()
             ]
 
-    def _decide(self, spec: Mapping[str, Any], gpus: list[GpuInfo]) -> Decision:
+    def _decide(
+        self, job_id: str, spec: Mapping[str, Any], gpus: list[GpuInfo], reservation: Reservation | None
+    ) -> Decision:
         if "export" in spec:
             # Merging and converting run on the CPU: an export never holds a GPU another job could train on.
             return Decision(gpu_indices=())
-        return place(Need.of(spec), gpus, self._placed(), self.slots_per_gpu)
+        placed = self._placed()
+        if reservation is not None and reservation.job_id != job_id:
+            placed.append(reservation.hold())  # as if it ran already: whoever starts now fits beside it
+        return place(Need.of(spec), gpus, placed, self.slots_per_gpu)
+
+    def _reserve(self, job_id: str, spec: Mapping[str, Any], gpus: list[GpuInfo]) -> Reservation | None:
+        need = Need.of(spec)
+        held = reserve(need, gpus, self._placed())
+        return Reservation(job_id, held, need.memory_bytes) if held else None
+
+    def _why_unplaced(
+        self,
+        job_id: str,
+        spec: Mapping[str, Any],
+        gpus: list[GpuInfo],
+        decision: Decision,
+        reservation: Reservation | None,
+    ) -> str:
+        if reservation is None:
+            return decision.wait_reason
+        held = gpu_list(reservation.gpu_indices)
+        if reservation.job_id == job_id:
+            return f"{decision.wait_reason}; reserved {held} for it"
+        if self._decide(job_id, spec, gpus, None).placed:
+            return f"reserved {held} for job {reservation.job_id}, which is ahead and waits for room there"
+        return decision.wait_reason
 
     def unplaceable(self, spec: Mapping[str, Any]) -> str:
         """Why this machine can never run a job with this spec, even idle; empty if it can (or has no GPU)."""
@@ -195,9 +238,10 @@ class Scheduler:
         ahead = f"{position - 1} job{'s' if position != 2 else ''} ahead" if position > 1 else "next in line"
         gpus = self._gpus()
         if gpus:
-            decision = self._decide(job.spec, gpus)
+            reservation = self._reservation
+            decision = self._decide(job.id, job.spec, gpus, reservation)
             if not decision.placed:
-                return f"{ahead}; {decision.wait_reason}"
+                return f"{ahead}; {self._why_unplaced(job.id, job.spec, gpus, decision, reservation)}"
         busy = sum(running.values())
         if busy >= self.max_running:
             return f"{ahead}; all {self.max_running} slot{'s' if self.max_running != 1 else ''} busy"
@@ -210,10 +254,12 @@ class Scheduler:
             free = self.max_running - len(self._active)
             busy = set(self._active)
         if free <= 0:
+            self._reservation = None  # nothing starts until a slot frees, and then the head goes first
             return
         running = self._running_by_owner()
         gpus = self._gpus()
         unplaced = 0
+        reservation: Reservation | None = None
         for job_id, owner in self.store.queue_order():
             if free <= 0 or self._stopping.is_set() or unplaced >= _MAX_UNPLACED_SCAN:
                 break
@@ -223,10 +269,13 @@ class Scheduler:
                 continue  # taken back from this host, whose abandoned runner is still being stopped
             placement: tuple[int, ...] | None = None  # no GPUs: the CPU, environment untouched
             if gpus:
-                decision = self._decide(self.store.get(job_id).spec, gpus)
+                spec = self.store.get(job_id).spec
+                decision = self._decide(job_id, spec, gpus, reservation)
                 if not decision.placed:
                     unplaced += 1
-                    continue  # it waits for room; a smaller job behind it may fit now
+                    if reservation is None:
+                        reservation = self._reserve(job_id, spec, gpus)
+                    continue  # it waits for room; a smaller job behind it may fit beside the reservation
                 placement = decision.gpu_indices
             job = self.store.claim(job_id, self.host, gpu_indices=placement, lease_seconds=self.lease_seconds)
             if job is None:
@@ -247,6 +296,9 @@ class Scheduler:
             free -= 1
             running[owner] += 1
             log.info("job_started", job=job_id, owner=job.owner, gpus=placement)
+        if reservation != self._reservation and reservation is not None:
+            log.info("gpus_reserved", job=reservation.job_id, gpus=reservation.gpu_indices)
+        self._reservation = reservation
 
     def stop(self, grace: float) -> None:
         """Checkpoint running jobs and put them back in the queue, then stop scheduling."""

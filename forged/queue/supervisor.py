@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from forge.v1 import jobs_pb2
 from google.protobuf import json_format
 
 from forged.brain.diagnosis import LOG_LINES_SENT, JobDiagnoser
+from forged.brain.planner import estimate_memory
 from forged.executors.base import (
     EXIT_BAD_INPUT,
     EXIT_PREEMPTED,
@@ -29,6 +31,7 @@ from forged.executors.base import (
 from forged.export import stage as export_stage
 from forged.models.resolve import ModelError, resolve
 from forged.queue import remedy
+from forged.queue.placement import Need, gib
 from forged.store import jobs as J
 from forged.store.blobs import BlobStore
 from forged.store.jobs import JobRecord, JobStore
@@ -146,11 +149,20 @@ class Supervisor:
         error: str | None = None,
         train: dict[str, Any] | None = None,
         diagnosis: tuple[str, str] | None = None,
+        memory_bytes: int | None = None,
     ) -> None:
         with self._lock:
             self._finishing = True
         self.store.finish_attempt(
-            self.job.id, outcome, reason, to, error, train=train, diagnosis=diagnosis, attempt=self.attempt
+            self.job.id,
+            outcome,
+            reason,
+            to,
+            error,
+            train=train,
+            diagnosis=diagnosis,
+            attempt=self.attempt,
+            memory_bytes=memory_bytes,
         )
         log.info("attempt_finished", job=self.job.id, outcome=outcome, state=to, reason=reason)
 
@@ -328,14 +340,35 @@ class Supervisor:
             return
         previous = [a.outcome for a in job.attempts if a.outcome in remedy.REMEDIED_OUTCOMES]
         train = job.spec.get("train", {})
-        cuda = bool(self.gpu_indices)
-        cure = remedy.remedy_for(self._last_error_code, self._last_error, train, previous, cuda)
+        qlora_missing = functools.cache(self._qlora_missing)
+        cure = remedy.remedy_for(self._last_error_code, self._last_error, train, previous, qlora_missing)
         if cure is None:
-            final = remedy.diagnosis(self._last_error_code, self._explained(), previous, cuda)
+            final = remedy.diagnosis(self._last_error_code, self._explained(), previous, qlora_missing)
             self._fail("failed", self._last_error, final)
             return
         self.daemon_log(f"self-healing: {cure.reason}", level="warning")
-        self._finish(cure.outcome, cure.reason, J.QUEUED, train=cure.train)
+        memory = self._reservation_for(job, cure.train)
+        self._finish(cure.outcome, cure.reason, J.QUEUED, train=cure.train, memory_bytes=memory)
+
+    def _qlora_missing(self) -> str:
+        if not self.gpu_indices:
+            return remedy.on_cpu()
+        missing = self.executor.qlora_missing(self.gpu_indices)
+        if missing:
+            self.daemon_log(f"self-healing skips 4-bit base weights: {missing}")
+        return missing
+
+    def _reservation_for(self, job: JobRecord, train: dict[str, Any]) -> int | None:
+        """The GPU memory the next attempt reserves: the planner's estimate at the healed settings (a
+        smaller micro-batch, gradient checkpointing, 4-bit weights all need less), so the scheduler places
+        it by what it will use, not what it used to; None where the estimate cannot say (keep the old one)."""
+        after = estimate_memory(train)
+        before = Need.of(job.spec).memory_bytes
+        if not after or after == before:
+            return None
+        was = Need(memory_bytes=before).per_gpu()
+        self.daemon_log(f"GPU memory reserved for the next attempt: {gib(after)} (was {was})")
+        return after
 
     def _explained(self) -> str:
         return self._last_error + (f" ({self._last_hint})" if self._last_hint else "")

@@ -469,19 +469,24 @@ class JobStore:
         train: dict[str, Any] | None = None,
         diagnosis: tuple[str, str] | None = None,
         attempt: int | None = None,
+        memory_bytes: int | None = None,
     ) -> JobRecord:
         """Close the running attempt and move the job on, in one transaction; `train` replaces the job's
-        train spec for its next attempt (self-healing); `diagnosis` is (text, brain) for a failed job. With
+        train spec for its next attempt (self-healing) and `memory_bytes` its GPU memory reservation;
+        `diagnosis` is (text, brain) for a failed job. With
         `attempt`, only if that attempt is still the running one (LeaseLost otherwise): a host that lost its
         lease must not close someone else's."""
         with self._write() as s:
             a = self._current_attempt(s, job_id, attempt)
             a.outcome, a.reason, a.ended_at = outcome, reason, _now()
-            if train is not None or diagnosis is not None:
+            if train is not None or diagnosis is not None or memory_bytes is not None:
                 job = s.get(Job, job_id)
                 assert job is not None
                 if train is not None:
                     job.spec = {**job.spec, "train": train}
+                if memory_bytes is not None:
+                    # As protobuf JSON writes a uint64, like the rest of the stored JobSpec.
+                    job.spec = {**job.spec, "memory_bytes": str(memory_bytes)}
                 if diagnosis is not None:
                     job.diagnosis, job.diagnosis_brain = diagnosis
             self._transition(s, job_id, to, reason, error)

@@ -18,12 +18,15 @@ tokens per micro-batch and L layers:
                  of the two RMSNorms' input, its fp32 copy (2 units) and output (4 x hidden per norm), q, the
                  attention output (q_dim each), k and v (kv_dim each), and the MLP's gate, up, act(gate) and
                  their product (4 x intermediate); per token the logits in bf16 (2 bytes), their fp32 copy for
-                 the loss (4) and its gradient (4)
+                 the loss (4) and its gradient (4). With gradient checkpointing autograd keeps only each
+                 layer's input (2 x hidden) and recomputes one layer at a time during the backward pass:
+                 T x (L x 2 x hidden + 2 x (8 x hidden + ...) + 10 x vocab), one layer's full set
     total        (weights + adapter + activations) x (1 + fragmentation) + CUDA overhead (context, cuBLAS
                  workspaces)
 
 It is an upper bound for the runner: sequences are padded only to the longest in the micro-batch, and logits
-are computed only where the loss is taken.
+are computed only where the loss is taken. For the same reason a sequence cap (self-healing's cut at the
+data's 99th percentile) leaves it unchanged: only the runner knows that length, and max_seq_len bounds it.
 """
 
 from __future__ import annotations
@@ -278,6 +281,7 @@ def estimate_vram(
     micro_batch: int,
     assumptions: VramAssumptions,
     params: int | None = None,
+    gradient_checkpointing: bool = False,
 ) -> VramEstimate:
     """Bytes a LoRA or QLoRA fine-tune needs on the GPU; the formula is in this module's docstring."""
     total_params = params if params is not None else shape.param_count()
@@ -288,7 +292,8 @@ def estimate_vram(
         weights = 2 * shape.embedding_params + round(quantized * QLORA_BITS_PER_WEIGHT / 8)
     adapter = 16 * shape.lora_params(targets, rank)
     per_layer = 2 * (8 * shape.hidden + 2 * shape.q_dim + 2 * shape.kv_dim + 4 * shape.intermediate)
-    activations = seq_len * micro_batch * (shape.layers * per_layer + 10 * shape.vocab)
+    kept = shape.layers * 2 * shape.hidden + per_layer if gradient_checkpointing else shape.layers * per_layer
+    activations = seq_len * micro_batch * (kept + 10 * shape.vocab)
     subtotal = weights + adapter + activations
     overhead = round(subtotal * assumptions.fragmentation + assumptions.cuda_overhead_gib * GIB)
     return VramEstimate(

@@ -4,7 +4,9 @@ forged's one-line refusal when --executor docker finds no engine."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +20,12 @@ from forged.config import ConfigError, parse_size
 from forged.executors.base import ExecutorError, RunRequest
 from forged.executors.docker import (
     RUNNER_PROTOCOL,
+    RUNNER_UID,
     DockerExecutor,
     container_config,
+    container_ids,
     exit_status,
+    hand_over,
     spec_mounts,
 )
 from forged.hardware.nvml import GpuInfo
@@ -203,3 +208,25 @@ def test_a_gpu_probe_reads_as_the_gpu_torch_saw() -> None:
         "bitsandbytes ok, unsloth missing, flash-attn missing",
     ]
     assert docker_probe.as_json(found)["report"]["device_name"] == "NVIDIA H200"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving files away needs root, which is when forged does it")
+def test_a_root_forged_hands_the_workspace_to_the_image_user_but_not_the_shared_data(tmp_path: Path) -> None:
+    assert container_ids(0, 0) == (RUNNER_UID, RUNNER_UID)
+    assert container_ids(1000, 1000) == (1000, 1000), "an unprivileged forged's containers run as itself"
+    blob = tmp_path / "blobs" / "ab12"
+    blob.parent.mkdir()
+    blob.write_text('{"text": "shared"}\n')
+    blob.chmod(0o600)  # as the blob store writes it
+    workspace = tmp_path / "jobs" / "j-1"
+    (workspace / "data").mkdir(parents=True)
+    (workspace / "checkpoints" / "step-2").mkdir(parents=True)
+    (workspace / "checkpoints" / "step-2" / "COMPLETE").write_text("")
+    os.link(blob, workspace / "data" / "train.jsonl")
+
+    hand_over(workspace, RUNNER_UID, RUNNER_UID)
+
+    mine = [workspace, workspace / "data", workspace / "checkpoints" / "step-2" / "COMPLETE"]
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in mine} == {(RUNNER_UID, RUNNER_UID)}
+    # The blob stays root's, unwritable by the container, and becomes readable so the runner can train on it.
+    assert (blob.stat().st_uid, stat.S_IMODE(blob.stat().st_mode)) == (0, 0o644)

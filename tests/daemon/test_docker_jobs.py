@@ -6,6 +6,7 @@ The runner image is the CPU one, assembled offline by tests/docker_support.py; `
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -19,6 +20,8 @@ import pytest
 from docker_support import engine_or_skip, offline_cpu_image
 from forge.v1 import jobs_pb2 as S
 from harness import EXAMPLE_CSV, TERMINAL, Forged, forge_env, running_forged
+
+from forged.executors.docker import RUNNER_UID
 
 GiB = 1 << 30
 
@@ -79,10 +82,13 @@ def test_a_job_trains_in_a_locked_down_container_and_leaves_nothing_behind(
     assert (host["NetworkMode"], host["ReadonlyRootfs"], host["Privileged"]) == ("none", True, False)
     assert (host["Memory"], host["MemorySwap"], host["PidsLimit"]) == (6 * GiB, 6 * GiB, 1024)
     assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
-    # The adapter the container wrote is on the host, in the job's workspace, with the daemon's owner.
+    # Never root in the container: forged's own uid, or the image's `forge` user when forged is root.
+    uid, gid = (RUNNER_UID, RUNNER_UID) if os.getuid() == 0 else (os.getuid(), os.getgid())
+    assert container.attrs["Config"]["User"] == f"{uid}:{gid}"
+    # The adapter the container wrote is on the host, in the job's workspace, which that user owns.
     adapter = Path(done.artifacts["adapter"])
     assert adapter.is_relative_to(workspace) and (adapter / "adapter_config.json").is_file()
-    assert adapter.stat().st_uid == workspace.stat().st_uid
+    assert adapter.stat().st_uid == workspace.stat().st_uid == uid
     assert containers_of(client, job.id) == []
 
 

@@ -7,6 +7,8 @@ scheduler and the runners are real, and each runner reports the CUDA_VISIBLE_DEV
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -54,7 +56,7 @@ def test_jobs_run_side_by_side_on_their_own_gpus_and_wait_for_room(tmp_path: Pat
         # A third 50 GiB job fits beside neither (80 - 50 - 1 GiB of headroom is left on each) and says so.
         c = forged.submit(_sized(long_run, 50))
         assert c.state == S.JOB_STATE_QUEUED
-        assert c.wait_reason == "next in line; needs 50 GiB, the largest free GPU has 29 GiB"
+        assert c.wait_reason.startswith("next in line; needs 50 GiB, the largest free GPU has 29 GiB")
         # A pipeline check has no memory estimate, so it waits for a GPU of its own.
         whole = forged.submit(long_run)
         assert whole.spec.memory_bytes == 0
@@ -81,4 +83,45 @@ def test_jobs_run_side_by_side_on_their_own_gpus_and_wait_for_room(tmp_path: Pat
         assert [a.number for a in started.attempts] == [1]
 
         for job in (b, c, whole):
+            forged.jobs.Cancel(S.CancelJobRequest(id=job.id), timeout=30)
+
+
+def test_a_large_job_reserves_its_gpu_so_smaller_jobs_do_not_starve_it(tmp_path: Path) -> None:
+    env = forge_env(FORGE_FAKE_GPUS=json.dumps([{"index": 0}]))
+    with running_forged(tmp_path / "state", "--jobs-per-gpu", "3", env=env) as forged:
+        long_run = forged.train_spec(EXAMPLE_CSV, max_steps=3000, checkpoint_every=1000)
+        small = forged.submit(_sized(long_run, 40))
+        forged.wait_until(small.id, lambda j: j.state == S.JOB_STATE_RUNNING)
+
+        # 39 GiB are free: the 60 GiB job waits, and holds the GPU for itself.
+        large = forged.submit(_sized(long_run, 60))
+        reserved = "next in line; needs 60 GiB, the largest free GPU has 39 GiB; reserved GPU 0 for it"
+        forged.wait_until(large.id, lambda j: j.wait_reason == reserved, timeout=30)
+        # A 20 GiB job would fit in the 39 GiB now, and then the large job would need two jobs to end, then
+        # three, for ever: it waits behind the reservation instead, and says so.
+        later = forged.submit(_sized(long_run, 20))
+        behind = f"1 job ahead; reserved GPU 0 for job {large.id}, which is ahead and waits for room there"
+        forged.wait_until(later.id, lambda j: j.wait_reason == behind, timeout=30)
+        assert forged.get(later.id).state == S.JOB_STATE_QUEUED
+
+        # The reason reaches `forgectl jobs`, under the table.
+        shown = subprocess.run(
+            [sys.executable, "-m", "forgectl", "--daemon", forged.address, "jobs"],
+            env={**env, "COLUMNS": "250"},  # one line per reason, as on a wide terminal
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert f"{later.id}  waiting: {behind}" in shown.stdout.splitlines()
+
+        # The small job ends: the large one takes its GPU, and the 20 GiB job does not fit beside it.
+        forged.jobs.Cancel(S.CancelJobRequest(id=small.id), timeout=30)
+        started = forged.wait_until(large.id, lambda j: j.state == S.JOB_STATE_RUNNING)
+        assert tuple(started.gpu_indices) == (0,)
+        waiting = forged.wait_until(later.id, lambda j: "needs 20 GiB" in j.wait_reason, timeout=30)
+        assert waiting.state == S.JOB_STATE_QUEUED
+        assert waiting.wait_reason.startswith("next in line; needs 20 GiB, the largest free GPU has 19 GiB")
+
+        for job in (large, later):
             forged.jobs.Cancel(S.CancelJobRequest(id=job.id), timeout=30)

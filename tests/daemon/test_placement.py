@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from forged.hardware.nvml import GpuInfo
-from forged.queue.placement import GIB, HEADROOM_BYTES, Need, Placed, never_fits, place
+from forged.queue.placement import GIB, HEADROOM_BYTES, Need, Placed, Reservation, never_fits, place, reserve
 
 
 def gpu(index: int, total_gib: int = 80, free_gib: float | None = None, name: str = "NVIDIA H100") -> GpuInfo:
@@ -94,3 +94,20 @@ def test_a_stored_spec_reads_as_a_need() -> None:
     # protobuf's JSON mapping writes uint64 as a string.
     assert Need.of({"gpus": 0, "memory_bytes": "21474836480", "train": {}}) == Need(1, 20 * GIB)
     assert Need.of({"gpus": 2}) == Need(2, 0)
+
+
+def test_a_waiting_job_reserves_the_gpu_nearest_to_having_room_for_it() -> None:
+    placed = [Placed("a", (0,), 50 * GIB), Placed("b", (1,), 30 * GIB), Placed("c", (1,), 10 * GIB)]
+    assert reserve(Need(1, 60 * GIB), TWO, placed) == (1,), "GPU 1 lacks 11 GiB, GPU 0 lacks 31"
+    assert reserve(Need(1, 0), TWO, placed) == (0,), "a whole GPU: the one with fewer jobs to finish"
+    assert reserve(Need(1, 60 * GIB), [gpu(0, total_gib=40), gpu(1)], placed) == (1,), "GPU 0 never fits"
+
+
+def test_later_jobs_fit_on_a_reserved_gpu_only_beside_the_job_it_is_held_for() -> None:
+    # Someone else's process holds 30 GiB of GPU 0; forge's job a holds 20 GiB of it and 40 GiB wait for it.
+    gpus = [gpu(0, free_gib=30)]
+    held = Reservation("big", (0,), 40 * GIB).hold()
+    running = [Placed("a", (0,), 20 * GIB)]
+    assert place(Need(1, 19 * GIB), gpus, [*running, held], slots_per_gpu=3).gpu_indices == (0,)
+    beside = place(Need(1, 20 * GIB), gpus, [*running, held], slots_per_gpu=3)
+    assert beside.wait_reason == "needs 20 GiB, the largest free GPU has 19 GiB"

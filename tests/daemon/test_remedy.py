@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from forged.queue.remedy import MAX_REMEDIES, diagnosis, remedy_for
+from collections.abc import Callable
+
+from forged.queue.remedy import MAX_REMEDIES, diagnosis, on_cpu, remedy_for
 
 TRAIN = {"micro_batch_size": 8, "grad_accum": 2, "learning_rate": 1e-3, "gradient_checkpointing": False}
 
 
-def _climb(train: dict, cuda: bool) -> list:  # type: ignore[type-arg]
+def on_a_capable_gpu() -> str:
+    return ""
+
+
+def _climb(train: dict, qlora_missing: Callable[[], str]) -> list:  # type: ignore[type-arg]
     """Every rung the out-of-memory ladder offers a job that keeps running out of memory."""
     rungs, previous = [], []
-    while (cure := remedy_for("oom", "out of memory at step 9", train, previous, cuda)) is not None:
+    while (cure := remedy_for("oom", "out of memory at step 9", train, previous, qlora_missing)) is not None:
         rungs.append(cure)
         previous.append(cure.outcome)
         train = cure.train
@@ -18,7 +24,7 @@ def _climb(train: dict, cuda: bool) -> list:  # type: ignore[type-arg]
 
 
 def test_out_of_memory_ladder_on_a_gpu() -> None:
-    rungs = _climb(TRAIN, cuda=True)
+    rungs = _climb(TRAIN, on_a_capable_gpu)
     assert all(r.outcome == "oom" for r in rungs) and len(rungs) == MAX_REMEDIES
     halved, checkpointing, capped, four_bit, halved_again, last = (r.train for r in rungs)
     # 1: half the micro-batch, the same effective batch.
@@ -31,18 +37,35 @@ def test_out_of_memory_ladder_on_a_gpu() -> None:
     # Then smaller micro-batches, each rung keeping what the earlier ones turned on.
     assert (halved_again["micro_batch_size"], halved_again["grad_accum"]) == (2, 8)
     assert last["micro_batch_size"] == 1 and last["method"] == "qlora" and last["seq_cap_percentile"] == 99
-    assert remedy_for("oom", "oom", last, [], cuda=True) is None
+    assert remedy_for("oom", "oom", last, [], on_a_capable_gpu) is None
 
 
 def test_on_the_cpu_the_ladder_skips_4_bit_and_says_why() -> None:
-    rungs = _climb(TRAIN, cuda=False)
+    rungs = _climb(TRAIN, on_cpu)
     assert all(r.train.get("method") != "qlora" for r in rungs)
     assert [r.train["micro_batch_size"] for r in rungs] == [4, 4, 4, 2, 1]
     assert "4-bit base weights (QLoRA) were not tried: they need an NVIDIA GPU" in rungs[3].reason
     final = diagnosis("oom", "out of memory", ["oom"] * len(rungs))
     assert "4-bit base weights (QLoRA) were not tried" in final and "smaller model" in final
     # A job already on 4-bit has nothing to skip.
-    assert "not tried" not in _climb({**TRAIN, "method": "qlora"}, cuda=False)[-1].reason
+    assert "not tried" not in _climb({**TRAIN, "method": "qlora"}, on_cpu)[-1].reason
+
+
+def test_on_a_gpu_without_bitsandbytes_the_ladder_asks_once_it_gets_there_skips_4_bit_and_says_why() -> None:
+    asked: list[int] = []
+    why = "bitsandbytes is not installed where the runner runs (the runner image forge:hopper)"
+
+    def no_bitsandbytes() -> str:
+        asked.append(1)
+        return why
+
+    first = remedy_for("oom", "out of memory", TRAIN, [], no_bitsandbytes)
+    assert first is not None and not asked, "the first rungs need no answer, which may cost a container"
+    rungs = _climb(TRAIN, no_bitsandbytes)
+    assert all(r.train.get("method") != "qlora" for r in rungs)
+    assert f"4-bit base weights (QLoRA) were not tried: {why}" in rungs[3].reason
+    final = diagnosis("oom", "out of memory", ["oom"] * len(rungs), no_bitsandbytes)
+    assert f"were not tried: {why}" in final and "on 4-bit weights" not in final
 
 
 def test_an_odd_micro_batch_goes_to_its_largest_proper_divisor() -> None:
