@@ -14,6 +14,7 @@ skip and say so. `.ci/run` starts one without a bridge and installs mmdebstrap.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -138,15 +139,23 @@ def offline_cpu_image(client: DockerClient) -> str:
     the base and wheels it needs) if this version is missing."""
     import docker
 
-    from forged.executors.docker import DockerExecutor
-
     repository = image_repository()
     tag = f"{repository}:cpu"
-    try:
-        client.images.get(tag)
-        return repository
-    except docker.errors.ImageNotFound:
-        pass
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # One build at a time: a test run that finds `.ci/run`'s early build under way waits for its image.
+    with (CACHE / "image-build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            _build(client, repository)
+    return repository
+
+
+def _build(client: DockerClient, repository: str) -> None:
+    from forged.executors.docker import DockerExecutor
+
+    tag = f"{repository}:cpu"
     started = time.monotonic()
     base = _ensure_base(client)
     wheels = _ensure_wheelhouse()
@@ -163,7 +172,6 @@ def offline_cpu_image(client: DockerClient) -> str:
     )
     _remove_older(client, BASE_REPOSITORY, base)
     _remove_older(client, f"{TEST_REPOSITORY}-*", tag)
-    return repository
 
 
 if __name__ == "__main__":  # build it ahead of the tests: python tests/docker_support.py
