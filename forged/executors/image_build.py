@@ -82,13 +82,14 @@ def ensure_base(client: DockerClient, base: str) -> Iterator[str]:
     """Nothing when `base` is on this machine; else pull it, as progress lines. A base that cannot be pulled
     is an ExecutorError raised at once, before any line: the engine refuses the pull request itself."""
     import docker
+    import requests
 
     try:
         client.images.get(base)
         return iter(())
     except docker.errors.ImageNotFound:
         pass
-    except docker.errors.APIError as exc:
+    except (docker.errors.DockerException, requests.RequestException) as exc:
         raise ExecutorError(f"the Docker engine failed: {engine_message(exc)}") from exc
     repository, _, tag = base.rpartition(":") if ":" in base.split("/")[-1] else (base, "", "latest")
     try:
@@ -121,6 +122,7 @@ def build(
     """Build runner_image/docker/Dockerfile as `tag`, yielding the builder's output line by line; with a
     wheelhouse the build has no network. Raises ExecutorError (the builder's own message) if it fails."""
     import docker
+    import requests
 
     with tempfile.TemporaryFile(prefix="forge-build-context-") as context:
         write_context(source_root, wheelhouse, context)
@@ -147,7 +149,8 @@ def build(
                 yield from (line.rstrip("\r") for line in complete)
             if pending:
                 yield pending
-        except docker.errors.APIError as exc:
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            # The engine refused the build, or went away (or stopped answering) in the middle of it.
             raise ExecutorError(f"building {tag} failed: {engine_message(exc)}") from exc
 
 
