@@ -790,12 +790,26 @@ _ARCH_OPTION = click.option(
 
 @docker.command()
 @_ARCH_OPTION
+@click.option(
+    "--base", default="", help="Build on this image (on forged's engine) instead of the arch's own."
+)
+@click.option(
+    "--wheelhouse",
+    default="",
+    metavar="DIR",
+    help="Folder of wheels on forged's machine (python -m runner_image.wheelhouse): build with no network.",
+)
 @click.option("--dry-run", is_flag=True, help="Only show the exact docker build command.")
 @_json_flag
 @pass_state
-def build(state: State, arch: str, dry_run: bool) -> None:
-    """Build the runner image on forged's machine, with the build's output as it comes."""
-    request = hardware_pb2.BuildImageRequest(arch=arch, dry_run=dry_run)
+def build(state: State, arch: str, base: str, wheelhouse: str, dry_run: bool) -> None:
+    """Build the runner image on forged's machine, with the build's output as it comes.
+
+    Offline (no registry, no package index): --base a local image (python -m runner_image.debian_base makes
+    one) and --wheelhouse DIR."""
+    # The folder is forged's, but forged and forgectl usually share a machine: a relative path means here.
+    folder = os.path.abspath(os.path.expanduser(wheelhouse)) if wheelhouse else ""
+    request = hardware_pb2.BuildImageRequest(arch=arch, dry_run=dry_run, base=base, wheelhouse=folder)
     last = hardware_pb2.BuildImageEvent()
     for event in state.client().hardware.BuildImage(request):
         if state.json:

@@ -4,9 +4,11 @@ One Dockerfile (runner_image/docker/Dockerfile) serves every architecture; a row
 build args, so building `hopper` means exactly one thing: that Dockerfile with the `hopper` row. The
 Dockerfile's defaults are the `cpu` row, so even a plain `docker build` yields a correct (CPU) image.
 
-    python -m runner_image.image_versions build ARCH [--tag TAG] [--dry-run]
+    python -m runner_image.image_versions build ARCH [--tag TAG] [--base IMAGE] [--dry-run]
 
-prints the command and runs it (runner_image/docker/build.sh is a wrapper). Imports nothing heavy: no torch.
+prints the command and runs it (runner_image/docker/build.sh is a wrapper). With wheels in
+runner_image/docker/wheelhouse/ the build installs only those and runs with `--network none`. forged builds
+the same way through the engine's API (forged/executors/image_build.py). Imports nothing heavy: no torch.
 """
 
 from __future__ import annotations
@@ -177,12 +179,13 @@ def image_tag(arch: str) -> str:
 
 
 def build_args(
-    arch: str, table: VersionsTable, *, revision: str, created: str, version: str
+    arch: str, table: VersionsTable, *, revision: str, created: str, version: str, base: str | None = None
 ) -> dict[str, str]:
-    """Every ARG runner_image/docker/Dockerfile declares, with this architecture's values."""
+    """Every ARG runner_image/docker/Dockerfile declares, with this architecture's values; `base` replaces
+    the row's base image (one already on this machine, e.g. runner_image.debian_base's)."""
     row = table.row(arch)
     return {
-        "BASE_IMAGE": row.base_image,
+        "BASE_IMAGE": base or row.base_image,
         "FORGE_ARCH": arch,
         "CUDA_VERSION": row.cuda or "none",
         "TORCH_VERSION": row.torch,
@@ -204,13 +207,32 @@ def build_command(
     revision: str = "unknown",
     created: str = "unknown",
     version: str = "unknown",
+    base: str | None = None,
+    offline: bool = False,
 ) -> list[str]:
-    """The exact `docker build` argv, to be run from BUILD_CONTEXT (the repository root)."""
-    args = build_args(arch, table, revision=revision, created=created, version=version)
+    """The exact `docker build` argv, to be run from BUILD_CONTEXT (the repository root). `offline`: from the
+    wheels in runner_image/docker/wheelhouse/, with no network."""
+    args = build_args(arch, table, revision=revision, created=created, version=version, base=base)
     cmd = ["docker", "build", "-f", str(DOCKERFILE.relative_to(BUILD_CONTEXT)), "-t", tag or image_tag(arch)]
+    if offline:
+        cmd += ["--network", "none"]
     for name, value in args.items():
         cmd += ["--build-arg", f"{name}={value}"]
     return [*cmd, "."]
+
+
+def provenance() -> dict[str, str]:
+    """The per-build values of build_command and build_args: this checkout's commit, now, forge's version."""
+    return {
+        "revision": _git_revision(),
+        "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "version": _forge_version(),
+    }
+
+
+def has_wheels() -> bool:
+    """Whether runner_image/docker/wheelhouse/ holds wheels, which make the build offline."""
+    return any((DOCKER_DIR / "wheelhouse").glob("*.whl"))
 
 
 def _git_revision() -> str:
@@ -238,17 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     build = sub.add_parser("build", help="print the docker build command for ARCH and run it")
     build.add_argument("arch", metavar="ARCH", help=f"one of {', '.join(ARCHES)}")
     build.add_argument("--tag", help="image tag (default forge:ARCH)")
+    build.add_argument("--base", help="build on this local image instead of the row's base_image")
     build.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
     args = parser.parse_args(argv)
     try:
         table = load_versions()
         cmd = build_command(
-            args.arch,
-            table,
-            tag=args.tag,
-            revision=_git_revision(),
-            created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            version=_forge_version(),
+            args.arch, table, tag=args.tag, base=args.base, offline=has_wheels(), **provenance()
         )
     except VersionsError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 from collections.abc import Iterator
 from dataclasses import asdict
 
@@ -57,19 +54,19 @@ class HardwareService(hardware_pb2_grpc.HardwareServicer):
                 "building runner images changes them for everyone on this machine: ask an admin",
             )
         try:
-            tag, proc = self._docker().build(request.arch, dry_run=request.dry_run)
+            tag, lines = self._docker().build(
+                request.arch, dry_run=request.dry_run, base=request.base, wheelhouse=request.wheelhouse
+            )
         except ExecutorError as exc:
             raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
+        code = 0
         try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                yield hardware_pb2.BuildImageEvent(line=line.rstrip("\n"), image=tag)
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:  # the client went away: so does the build
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait()
+            for line in lines:
+                yield hardware_pb2.BuildImageEvent(line=line, image=tag)
+        except ExecutorError as exc:
+            # The builder's own reason, as the last line of the output the client has been reading.
+            code = 1
+            yield hardware_pb2.BuildImageEvent(line=f"error: {exc}", image=tag)
         yield hardware_pb2.BuildImageEvent(done=True, exit_code=code, image=tag)
 
     @unary

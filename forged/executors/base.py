@@ -18,6 +18,12 @@ class ExecutorError(RuntimeError):
     this one line, which says what to do; it is not a bug in forged."""
 
 
+def engine_message(exc: BaseException) -> str:
+    """The first line of what the Docker engine (or the SDK) said: its explanation without the HTTP frame."""
+    text = str(getattr(exc, "explanation", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @dataclass(frozen=True)
 class RunRequest:
     job_id: str

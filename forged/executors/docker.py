@@ -22,12 +22,12 @@ run as local processes.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import shlex
 import signal
 import stat
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from forged.executors.base import QLORA_CHECK, ExecutorError, RunHandle, RunRequest, qlora_check_answer
+from forged.executors import image_build
+from forged.executors.base import (
+    QLORA_CHECK,
+    ExecutorError,
+    RunHandle,
+    RunRequest,
+    engine_message,
+    qlora_check_answer,
+)
 from forged.executors.images import (
     CPU_ARCH,
     GPU_ARCHES,
@@ -330,8 +338,8 @@ class DockerExecutor:
         except Exception as exc:  # the SDK raises DockerException, requests' and socket errors alike
             where = os.environ.get("DOCKER_HOST") or "the default socket (/var/run/docker.sock)"
             raise ExecutorError(
-                f"no Docker engine answers at {where} ({_first_line(exc)}): start dockerd, set DOCKER_HOST, "
-                "or run forged with --executor local"
+                f"no Docker engine answers at {where} ({engine_message(exc)}): start dockerd, set "
+                "DOCKER_HOST, or run forged with --executor local"
             ) from exc
         return cls(client, **kwargs)
 
@@ -380,7 +388,7 @@ class DockerExecutor:
             return self._start(request)
         except (docker.errors.DockerException, requests.RequestException) as exc:
             # The engine went away or refused something unexpected: the job's problem, not forged's.
-            raise ExecutorError(f"the Docker engine failed: {_first_line(exc)}") from exc
+            raise ExecutorError(f"the Docker engine failed: {engine_message(exc)}") from exc
 
     def _start(self, request: RunRequest) -> RunHandle:
         import docker
@@ -416,7 +424,9 @@ class DockerExecutor:
         try:
             container = self.client.containers.create(**config)
         except docker.errors.APIError as exc:
-            raise ExecutorError(f"Docker refused to create the job's container: {_first_line(exc)}") from exc
+            raise ExecutorError(
+                f"Docker refused to create the job's container: {engine_message(exc)}"
+            ) from exc
         try:
             container.start()
         except docker.errors.APIError as exc:
@@ -426,7 +436,7 @@ class DockerExecutor:
             if gpu_ids and "nvidia" in str(exc).lower():
                 hint = "; install the NVIDIA Container Toolkit and restart dockerd"
             raise ExecutorError(
-                f"Docker could not start the job's container: {_first_line(exc)}{hint}"
+                f"Docker could not start the job's container: {engine_message(exc)}{hint}"
             ) from exc
         log.info("container_started", job=request.job_id, container=container.short_id, image=image)
         if choice.note:
@@ -449,7 +459,7 @@ class DockerExecutor:
                 "; install the NVIDIA Container Toolkit" if gpu_ids and "nvidia" in str(exc).lower() else ""
             )
             raise ExecutorError(
-                f"the smoke test of {choice.arch} did not run: {_first_line(exc)}{hint}"
+                f"the smoke test of {choice.arch} did not run: {engine_message(exc)}{hint}"
             ) from exc
         report_json = out.splitlines()[-1] if out else ""
         try:
@@ -516,7 +526,7 @@ class DockerExecutor:
                 image, gpu_ids, QLORA_CHECK[1:], runner_environment({}), timeout=QLORA_CHECK_SECONDS
             )
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            return f"the runner's 4-bit check failed where the runner runs ({where}): {_first_line(exc)}"
+            return f"the runner's 4-bit check failed where the runner runs ({where}): {engine_message(exc)}"
         answer = qlora_check_answer(code, out, err, where)
         if code == 0:
             self._qlora[key] = answer
@@ -533,30 +543,46 @@ class DockerExecutor:
         gpu_ids = [g.uuid or str(g.index) for g in gpus] if arch != CPU_ARCH else []
         return ImageChoice(arch=arch, tag=image_tag(arch)), gpu_ids
 
-    def build(self, arch: str, dry_run: bool = False) -> tuple[str, subprocess.Popen[str]]:
-        """Start building the image for `arch` with runner_image/docker/build.sh's own code, from the
-        source checkout forged runs from; returns the tag and the build, its output merged into stdout."""
+    def build(
+        self, arch: str, dry_run: bool = False, base: str = "", wheelhouse: str = ""
+    ) -> tuple[str, Iterator[str]]:
+        """Build the image for `arch` from the source checkout forged runs from, through the engine's API:
+        returns the tag and the build's output lines, which raise ExecutorError if it fails. `base`: a local
+        image in place of the row's; `wheelhouse`: a folder of wheels on this machine, which makes the build
+        offline. Whatever stops it before it starts (no sources, a bad wheelhouse, a base that can be
+        neither found nor pulled) is an ExecutorError raised here, at once."""
+        from runner_image.image_versions import (
+            VersionsError,
+            build_args,
+            build_command,
+            load_versions,
+            provenance,
+        )
+
         choice, _ = self._choose(arch)
         tag = f"{self.repository}:{choice.arch}"
-        if not (SOURCE_ROOT / "runner_image" / "docker" / "Dockerfile").is_file():
+        if not (SOURCE_ROOT / image_build.DOCKERFILE).is_file():
             raise ExecutorError(
                 "this forged is installed without Forge's sources, which the build needs: in a clone of "
                 f"Forge run runner_image/docker/build.sh {choice.arch} --tag {tag}"
             )
-        command = [sys.executable, "-m", "runner_image.image_versions", "build", choice.arch, "--tag", tag]
-        env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT), "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(
-            [*command, "--dry-run"] if dry_run else command,
-            cwd=SOURCE_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            start_new_session=True,  # a client that goes away stops the whole build, docker CLI included
-        )
-        return tag, proc
+        wheels = image_build.wheelhouse_dir(wheelhouse)
+        try:
+            table = load_versions()
+            made = provenance()
+            args = build_args(choice.arch, table, base=base or None, **made)
+        except VersionsError as exc:
+            raise ExecutorError(str(exc)) from exc
+        if dry_run:
+            command = build_command(
+                choice.arch, table, tag=tag, base=base or None, offline=wheels is not None, **made
+            )
+            said = [shlex.join(command)]
+            if wheels is not None:
+                said.append(f"# with the wheels of {wheels} as {image_build.WHEELHOUSE}/")
+            return tag, iter(said)
+        pull = image_build.ensure_base(self.client, args["BASE_IMAGE"])
+        return tag, itertools.chain(pull, image_build.build(self.client, SOURCE_ROOT, tag, args, wheels))
 
     def _mine(self, *labels: str) -> list[Container]:
         wanted = [f"{LABEL_MANAGED}={MANAGER}", f"{LABEL_HOST}={self.host}", *labels]
@@ -593,8 +619,3 @@ def default_memory_bytes() -> int:
 def _last_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[-1] if lines else ""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "explanation", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

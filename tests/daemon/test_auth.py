@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from forge.v1 import daemon_pb2, jobs_pb2
+from forge.v1 import daemon_pb2, hardware_pb2, hardware_pb2_grpc, jobs_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import EXAMPLE_CSV, Forged, bearer, create_token, forge_env
 
@@ -67,6 +67,12 @@ def test_each_user_sees_and_controls_only_their_own_jobs(shared_box) -> None:  #
     with pytest.raises(grpc.RpcError) as info:
         d.jobs.List(jobs_pb2.ListJobsRequest(all_users=True), metadata=bob)
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # A runner image is everyone's: only an admin builds one.
+    build = hardware_pb2.BuildImageRequest(arch="cpu", dry_run=True)
+    with pytest.raises(grpc.RpcError) as info:
+        list(hardware_pb2_grpc.HardwareStub(d.channel).BuildImage(build, metadata=bob, timeout=30))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "ask an admin" in info.value.details()
     # Bob cannot train on Alice's uploaded data by guessing its digest.
     with pytest.raises(grpc.RpcError) as info:
         d.jobs.Submit(jobs_pb2.SubmitJobRequest(request_id="b1", spec=spec), metadata=bob)

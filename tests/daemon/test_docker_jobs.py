@@ -1,10 +1,12 @@
 """Jobs in containers through a real forged and a real Docker engine (skipped, saying why, without one).
 
-The runner image is the CPU one, assembled offline by tests/docker_support.py; `.ci/run` starts the engine.
+The runner image is the CPU one, built from runner_image/docker/Dockerfile offline by tests/docker_support.py;
+`.ci/run` starts the engine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -17,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_support import engine_or_skip, offline_cpu_image
+from docker_support import BUILD_TIMEOUT_S, base_image, engine_or_skip, offline_cpu_image, wheelhouse_dir
 from forge.v1 import jobs_pb2 as S
 from harness import EXAMPLE_CSV, TERMINAL, Forged, forge_env, running_forged
 
 from forged.executors.docker import RUNNER_UID
 
 GiB = 1 << 30
+# Whichever test runs first may build the image (the Debian base, the wheels and the build): minutes, once.
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +230,7 @@ def test_docker_build_streams_the_exact_command_for_the_machines_image(
 ) -> None:
     _, repository = engine
     with docker_forged(tmp_path / "state", repository) as forged:
-        # --dry-run: a real build needs Docker Hub, PyPI and PyTorch's index, none of which CI may reach.
+        # --dry-run: only the command, for the row's own base and the package indexes.
         out = _forgectl(forged, "docker", "build", "--dry-run")
 
     assert out.returncode == 0, out.stderr
@@ -234,3 +238,62 @@ def test_docker_build_streams_the_exact_command_for_the_machines_image(
     # auto on a machine without GPUs is the cpu image, tagged in forged's repository, with the table's values.
     assert command.startswith(f"docker build -f runner_image/docker/Dockerfile -t {repository}:cpu ")
     assert "--build-arg FORGE_ARCH=cpu" in command and "--build-arg RUNNER_PROTOCOL=1" in command
+
+
+def test_docker_build_builds_the_cpu_image_offline_through_forged_and_streams_the_builders_output(
+    tmp_path: Path, engine: tuple[Any, str]
+) -> None:
+    client, repository = engine
+    rebuilt = f"{repository}-rebuilt"
+    empty = tmp_path / "no-wheels"
+    empty.mkdir()
+    try:
+        with docker_forged(tmp_path / "state", rebuilt) as forged:
+            built = _forgectl(
+                forged,
+                "docker",
+                "build",
+                "--arch",
+                "cpu",
+                "--base",
+                base_image(),
+                "--wheelhouse",
+                str(wheelhouse_dir()),
+            )
+            no_wheels = _forgectl(forged, "docker", "build", "--arch", "cpu", "--wheelhouse", str(empty))
+            no_base = _forgectl(forged, "docker", "build", "--arch", "hopper")
+        image = client.images.get(f"{rebuilt}:cpu")
+    finally:
+        import docker
+
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(f"{rebuilt}:cpu")
+
+    assert built.returncode == 0, built.stdout + built.stderr
+    lines = built.stdout.splitlines()
+    # The engine's builder's own lines, relayed as they came: every step of the Dockerfile, the expensive
+    # ones from the layer cache the fixture's identical build left.
+    steps = [ln for ln in lines if ln.startswith("Step ")]
+    assert steps[0].startswith("Step 1/") and steps[-1].split(" : ")[0] == "Step {0}/{0}".format(len(steps))
+    assert "Using cache" in built.stdout
+    assert lines[-1] == f"Successfully tagged {rebuilt}:cpu"
+    labels = image.labels
+    assert (labels["forge.arch"], labels["forge.runner-protocol"], labels["forge.cuda"]) == (
+        "cpu",
+        "1",
+        "none",
+    )
+    assert labels["org.opencontainers.image.base.name"] == base_image()
+    assert image.attrs["Config"]["User"] == "forge"
+    # The same filesystem as the fixture's image, layer for layer: the engine's cache, not a second install.
+    assert image.attrs["RootFS"]["Layers"] == client.images.get(f"{repository}:cpu").attrs["RootFS"]["Layers"]
+    # Bad input is one line that says what to do, before anything is built.
+    assert no_wheels.returncode == 2
+    assert no_wheels.stderr.strip() == (
+        f"error: --wheelhouse {empty} holds no wheels: fill it with python -m runner_image.wheelhouse {empty}"
+    )
+    assert no_base.returncode == 2
+    (said,) = no_base.stderr.strip().splitlines()
+    assert said.startswith("error: the base image nvidia/cuda:") and "is not on this machine" in said
+    # What to do: get the base onto the engine, or build on one that is there.
+    assert "`docker pull` or `docker load` it" in said and "build on a local base with --base" in said

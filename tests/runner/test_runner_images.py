@@ -145,12 +145,17 @@ def test_the_image_runs_offline_as_a_non_root_user_with_forge_runner_as_entrypoi
     users = [rest for word, rest in ins if word == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert [rest for word, rest in ins if word == "ENTRYPOINT"] == ['["forge-runner"]']
-    copies = [rest for word, rest in ins if word == "COPY"]
-    # The runner and the model catalog it reads; never forged or forgectl.
+    copies = [rest for word, rest in ins if word == "COPY" and not rest.startswith("--from=")]
+    # The runner, the model catalog it reads and what the venv is built from; never forged or forgectl.
     sources = [src for rest in copies for src in rest.split()[:-1]]
     assert all(
         src.startswith(("runner_image", "protos/forge/catalog", "protos/forge/__init__")) for src in sources
     ), "the image holds only the runner and the catalog"
+    # The finished image is the last stage: it takes the venv and the runner from the build stage and
+    # nothing from the context, so no wheel and no build file reaches it.
+    last_from = max(i for i, (word, _) in enumerate(ins) if word == "FROM")
+    final_copies = [rest for word, rest in ins[last_from:] if word == "COPY"]
+    assert final_copies == ["--from=build /opt/venv /opt/venv", "--from=build /opt/forge /opt/forge"]
 
 
 def _runner_imports() -> set[str]:

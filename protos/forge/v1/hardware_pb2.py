@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66orge/v1/hardware.proto\x12\x08\x66orge.v1\"2\n\x11\x42uildImageRequest\x12\x0c\n\x04\x61rch\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"O\n\x0f\x42uildImageEvent\x12\x0c\n\x04line\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\r\n\x05image\x18\x04 \x01(\t\"!\n\x11ProbeImageRequest\x12\x0c\n\x04\x61rch\x18\x01 \x01(\t\"p\n\x12ProbeImageResponse\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0c\n\x04\x61rch\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0breport_json\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\"\x0e\n\x0cProbeRequest\"\xcb\x01\n\x03Gpu\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x1a\n\x12\x63ompute_capability\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x06 \x01(\x04\x12\x19\n\x11memory_free_bytes\x18\x07 \x01(\x04\x12\x1b\n\x13utilization_percent\x18\x08 \x01(\r\x12\x13\n\x0bmig_enabled\x18\t \x01(\x08\"\xa1\x01\n\rProbeResponse\x12\x1b\n\x04gpus\x18\x01 \x03(\x0b\x32\r.forge.v1.Gpu\x12\x16\n\x0e\x64river_version\x18\x02 \x01(\t\x12\x1b\n\x13\x63uda_driver_version\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tcpu_count\x18\x05 \x01(\r\x12\x1a\n\x12memory_total_bytes\x18\x06 \x01(\x04\x32\xd5\x01\n\x08Hardware\x12\x38\n\x05Probe\x12\x16.forge.v1.ProbeRequest\x1a\x17.forge.v1.ProbeResponse\x12G\n\nProbeImage\x12\x1b.forge.v1.ProbeImageRequest\x1a\x1c.forge.v1.ProbeImageResponse\x12\x46\n\nBuildImage\x12\x1b.forge.v1.BuildImageRequest\x1a\x19.forge.v1.BuildImageEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66orge/v1/hardware.proto\x12\x08\x66orge.v1\"T\n\x11\x42uildImageRequest\x12\x0c\n\x04\x61rch\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x0c\n\x04\x62\x61se\x18\x03 \x01(\t\x12\x12\n\nwheelhouse\x18\x04 \x01(\t\"O\n\x0f\x42uildImageEvent\x12\x0c\n\x04line\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\r\n\x05image\x18\x04 \x01(\t\"!\n\x11ProbeImageRequest\x12\x0c\n\x04\x61rch\x18\x01 \x01(\t\"p\n\x12ProbeImageResponse\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0c\n\x04\x61rch\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0breport_json\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\"\x0e\n\x0cProbeRequest\"\xcb\x01\n\x03Gpu\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x1a\n\x12\x63ompute_capability\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x06 \x01(\x04\x12\x19\n\x11memory_free_bytes\x18\x07 \x01(\x04\x12\x1b\n\x13utilization_percent\x18\x08 \x01(\r\x12\x13\n\x0bmig_enabled\x18\t \x01(\x08\"\xa1\x01\n\rProbeResponse\x12\x1b\n\x04gpus\x18\x01 \x03(\x0b\x32\r.forge.v1.Gpu\x12\x16\n\x0e\x64river_version\x18\x02 \x01(\t\x12\x1b\n\x13\x63uda_driver_version\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tcpu_count\x18\x05 \x01(\r\x12\x1a\n\x12memory_total_bytes\x18\x06 \x01(\x04\x32\xd5\x01\n\x08Hardware\x12\x38\n\x05Probe\x12\x16.forge.v1.ProbeRequest\x1a\x17.forge.v1.ProbeResponse\x12G\n\nProbeImage\x12\x1b.forge.v1.ProbeImageRequest\x1a\x1c.forge.v1.ProbeImageResponse\x12\x46\n\nBuildImage\x12\x1b.forge.v1.BuildImageRequest\x1a\x19.forge.v1.BuildImageEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,19 +32,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'forge.v1.hardware_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BUILDIMAGEREQUEST']._serialized_start=37
-  _globals['_BUILDIMAGEREQUEST']._serialized_end=87
-  _globals['_BUILDIMAGEEVENT']._serialized_start=89
-  _globals['_BUILDIMAGEEVENT']._serialized_end=168
-  _globals['_PROBEIMAGEREQUEST']._serialized_start=170
-  _globals['_PROBEIMAGEREQUEST']._serialized_end=203
-  _globals['_PROBEIMAGERESPONSE']._serialized_start=205
-  _globals['_PROBEIMAGERESPONSE']._serialized_end=317
-  _globals['_PROBEREQUEST']._serialized_start=319
-  _globals['_PROBEREQUEST']._serialized_end=333
-  _globals['_GPU']._serialized_start=336
-  _globals['_GPU']._serialized_end=539
-  _globals['_PROBERESPONSE']._serialized_start=542
-  _globals['_PROBERESPONSE']._serialized_end=703
-  _globals['_HARDWARE']._serialized_start=706
-  _globals['_HARDWARE']._serialized_end=919
+  _globals['_BUILDIMAGEREQUEST']._serialized_end=121
+  _globals['_BUILDIMAGEEVENT']._serialized_start=123
+  _globals['_BUILDIMAGEEVENT']._serialized_end=202
+  _globals['_PROBEIMAGEREQUEST']._serialized_start=204
+  _globals['_PROBEIMAGEREQUEST']._serialized_end=237
+  _globals['_PROBEIMAGERESPONSE']._serialized_start=239
+  _globals['_PROBEIMAGERESPONSE']._serialized_end=351
+  _globals['_PROBEREQUEST']._serialized_start=353
+  _globals['_PROBEREQUEST']._serialized_end=367
+  _globals['_GPU']._serialized_start=370
+  _globals['_GPU']._serialized_end=573
+  _globals['_PROBERESPONSE']._serialized_start=576
+  _globals['_PROBERESPONSE']._serialized_end=737
+  _globals['_HARDWARE']._serialized_start=740
+  _globals['_HARDWARE']._serialized_end=953
 # @@protoc_insertion_point(module_scope)

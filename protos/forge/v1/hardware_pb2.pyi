@@ -7,12 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class BuildImageRequest(_message.Message):
-    __slots__ = ("arch", "dry_run")
+    __slots__ = ("arch", "dry_run", "base", "wheelhouse")
     ARCH_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    WHEELHOUSE_FIELD_NUMBER: _ClassVar[int]
     arch: str
     dry_run: bool
-    def __init__(self, arch: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    base: str
+    wheelhouse: str
+    def __init__(self, arch: _Optional[str] = ..., dry_run: _Optional[bool] = ..., base: _Optional[str] = ..., wheelhouse: _Optional[str] = ...) -> None: ...
 
 class BuildImageEvent(_message.Message):
     __slots__ = ("line", "done", "exit_code", "image")

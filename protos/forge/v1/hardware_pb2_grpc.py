@@ -72,8 +72,9 @@ class HardwareServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BuildImage(self, request, context):
-        """Builds the runner image for an architecture on forged's engine (runner_image/docker/build.sh, from
-        forged's source checkout), streaming the build's output. Admins only on a shared box.
+        """Builds the runner image for an architecture on forged's engine (runner_image/docker/Dockerfile from
+        forged's source checkout, through the engine's API), streaming the build's output. Admins only on a
+        shared box.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
