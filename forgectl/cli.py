@@ -598,16 +598,19 @@ def inference(
 def _follow_and_exit(state: State, client: Client, job: jobs_pb2.Job) -> NoReturn:
     ctx = click.get_current_context()
     con = state.out()
-    if state.json:
-        mode = "quiet"
-    else:
-        mode = "live" if con.is_terminal else "plain"
-        con.print(
-            Text(f"following job {job.id} ({job.name}); Ctrl-C detaches, the job keeps running", style="dim")
-        )
+    mode = "quiet" if state.json else ("live" if con.is_terminal else "plain")
+    # The header is inside: a Ctrl-C that lands while it is still being written (the user has read it, the
+    # print has not returned) or before following begins detaches as the header promises.
     try:
+        if not state.json:
+            con.print(
+                Text(
+                    f"following job {job.id} ({job.name}); Ctrl-C detaches, the job keeps running",
+                    style="dim",
+                )
+            )
         final = following.follow_job(client, job, following.make_display(con, mode))
-    except KeyboardInterrupt:  # Ctrl-C before following began: the header already promised a detach
+    except KeyboardInterrupt:
         final = None
     if final is None:
         click.echo(following.DETACH_MESSAGE.format(id=job.id), err=state.json)
