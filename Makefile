@@ -24,11 +24,8 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/forgectl ignite examples/customer_support.csv \
 		"Make a customer support bot for our online store" --model tiny
 
-# Two workers even on two cores: an end-to-end test spends much of its time waiting on a daemon or a runner
-# process, and the other worker fills it. TEST_WORKERS=0 runs them one by one.
-TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check .
