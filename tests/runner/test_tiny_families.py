@@ -87,6 +87,9 @@ def test_family_builds_renders_and_learns_with_lora(family: str) -> None:
     _check_architecture(family, model)
 
     targets = lora_targets(model.config.model_type)
+    # LoRA's A matrices are drawn from the global RNG: seeded, so the result does not depend on which tests
+    # ran before (at lr 1e-2 an unlucky draw overshoots on the fourth step).
+    torch.manual_seed(0)
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets))
     wrapped = {name.rsplit(".", 2)[-2] for name, _ in peft_model.named_modules() if name.endswith("lora_A")}
     assert wrapped == set(targets)
