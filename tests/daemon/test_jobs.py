@@ -58,7 +58,11 @@ def test_submit_is_idempotent_on_the_request_id(forged: Forged) -> None:
     assert first.id == second.id
     listed = forged.jobs.List(S.ListJobsRequest(), timeout=10).jobs
     assert [j.id for j in listed] == [first.id]
-    forged.events(first.id, follow=True)
+    # The retry after the job has started is still the same job, not a second run.
+    forged.wait_until(first.id, lambda j: j.state != S.JOB_STATE_QUEUED)
+    assert forged.submit(spec, request_id="retry-me").id == first.id
+    forged.jobs.Cancel(S.CancelJobRequest(id=first.id), timeout=30)
+    assert [j.id for j in forged.jobs.List(S.ListJobsRequest(), timeout=10).jobs] == [first.id]
 
 
 def test_cancel_stops_a_running_job_and_its_process_group(forged: Forged) -> None:
