@@ -365,15 +365,15 @@ class DockerExecutor:
             image = self.client.images.get(tag)
         except docker.errors.ImageNotFound as exc:
             raise ExecutorError(
-                f"the runner image {tag} is not on this machine: build it with "
-                f"runner_image/docker/build.sh {choice.arch} --tag {tag}"
+                f"the runner image {tag} is not on this machine: build it with `forgectl docker build --arch "
+                f"{choice.arch}` (offline: add --base and --wheelhouse, see docs/runner-images.md)"
             ) from exc
         speaks = (image.labels or {}).get("forge.runner-protocol", "")
         if speaks != RUNNER_PROTOCOL:
             raise ExecutorError(
                 f"the runner image {tag} speaks runner protocol {speaks or 'unknown'}, this forged speaks "
-                f"{RUNNER_PROTOCOL}: rebuild it from this version with runner_image/docker/build.sh "
-                f"{choice.arch} --tag {tag}"
+                f"{RUNNER_PROTOCOL}: rebuild it from this version with `forgectl docker build --arch "
+                f"{choice.arch}`"
             )
         return tag
 

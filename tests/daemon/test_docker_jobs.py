@@ -217,8 +217,8 @@ def test_docker_probe_reports_what_torch_sees_inside_the_image(
     # No hopper image on this engine: one line naming the command that builds it.
     assert said.returncode == 2
     assert said.stderr.strip() == (
-        f"error: the runner image {repository}:hopper is not on this machine: build it with "
-        f"runner_image/docker/build.sh hopper --tag {repository}:hopper"
+        f"error: the runner image {repository}:hopper is not on this machine: build it with `forgectl docker "
+        "build --arch hopper` (offline: add --base and --wheelhouse, see docs/runner-images.md)"
     )
     assert [
         c for c in client.containers.list(all=True) if c.labels.get("forge.entry") == "runner_image smoke"
