@@ -49,21 +49,22 @@ def mmdebstrap_command(suite: str, out: Path) -> list[str]:
 def make_rootfs(suite: str, out: Path) -> None:
     if shutil.which("mmdebstrap") is None:
         raise BaseImageError("mmdebstrap is not installed: apt-get install mmdebstrap (Debian, Ubuntu)")
-    proc = subprocess.run(mmdebstrap_command(suite, out), capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise BaseImageError(f"mmdebstrap could not make Debian {suite}: {last}")
+    _run(mmdebstrap_command(suite, out), f"mmdebstrap could not make Debian {suite}")
 
 
 def import_rootfs(rootfs: Path, tag: str) -> None:
     """`docker import` the tarball as `tag`, with python3 as what a bare `docker run` starts."""
     if shutil.which("docker") is None:
         raise BaseImageError("docker is not on PATH; install Docker to import the base image")
-    cmd = ["docker", "import", "--change", 'CMD ["python3"]', str(rootfs), tag]
+    _run(["docker", "import", "--change", 'CMD ["python3"]', str(rootfs), tag], "docker import failed")
+
+
+def _run(cmd: list[str], failed: str) -> None:
+    """Run `cmd`; if it fails, a BaseImageError of `failed` and the last line it wrote to stderr."""
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise BaseImageError(f"docker import failed: {last}")
+        raise BaseImageError(f"{failed}: {last}")
 
 
 def make_base(tag: str = DEFAULT_TAG, suite: str = DEFAULT_SUITE) -> None:

@@ -17,10 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from runner_image.debian_base import DEFAULT_SUITE, PYTHON_OF_SUITE
 from runner_image.image_versions import ARCHES, DOCKER_DIR, VersionsError, load_versions
 
 REQUIREMENTS = DOCKER_DIR / "requirements.txt"
-DEFAULT_PYTHON = "3.11"  # Debian bookworm's python3: runner_image.debian_base's base
+DEFAULT_PYTHON = PYTHON_OF_SUITE[DEFAULT_SUITE]  # the python3 of runner_image.debian_base's default base
 
 
 class WheelhouseError(RuntimeError):

@@ -84,6 +84,10 @@ def qlora_check_answer(code: int, stdout: str, stderr: str, where: str) -> str:
     except (ValueError, KeyError, TypeError):
         missing = None
     if not isinstance(missing, str):
-        said = (stderr.strip().splitlines() or [f"exit status {code}"])[-1]
-        return f"the runner's 4-bit check failed where the runner runs ({where}): {said}"
+        return qlora_check_failed(where, (stderr.strip().splitlines() or [f"exit status {code}"])[-1])
     return f"{missing} where the runner runs ({where})" if missing else ""
+
+
+def qlora_check_failed(where: str, said: str) -> str:
+    """Executor.qlora_missing's answer when the check itself could not run or answer."""
+    return f"the runner's 4-bit check failed where the runner runs ({where}): {said}"

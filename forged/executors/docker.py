@@ -43,6 +43,7 @@ from forged.executors.base import (
     RunRequest,
     engine_message,
     qlora_check_answer,
+    qlora_check_failed,
 )
 from forged.executors.images import (
     CPU_ARCH,
@@ -526,7 +527,7 @@ class DockerExecutor:
                 image, gpu_ids, QLORA_CHECK[1:], runner_environment({}), timeout=QLORA_CHECK_SECONDS
             )
         except (docker.errors.DockerException, requests.RequestException) as exc:
-            return f"the runner's 4-bit check failed where the runner runs ({where}): {engine_message(exc)}"
+            return qlora_check_failed(where, engine_message(exc))
         answer = qlora_check_answer(code, out, err, where)
         if code == 0:
             self._qlora[key] = answer

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import psutil
 
-from forged.executors.base import QLORA_CHECK, RunRequest, qlora_check_answer
+from forged.executors.base import QLORA_CHECK, RunRequest, qlora_check_answer, qlora_check_failed
 
 # Importing torch and initialising CUDA on a busy machine, with room to spare.
 QLORA_CHECK_SECONDS = 120
@@ -105,7 +105,7 @@ class LocalExecutor:
                 timeout=QLORA_CHECK_SECONDS,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"the runner's 4-bit check failed where the runner runs ({where}): {exc}"
+            return qlora_check_failed(where, str(exc))
         answer = qlora_check_answer(done.returncode, done.stdout, done.stderr, where)
         if done.returncode == 0:
             self._qlora[gpu_indices] = answer
